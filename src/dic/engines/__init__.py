@@ -1,0 +1,35 @@
+"""The SQL engines: DuckDB (embedded default), PostgreSQL (server), Spark (distributed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dic.engines.database import ColumnDef, Database, Result, column, table
+from dic.engines.engine import Engine
+from dic.engines.render import parse_sql, render
+
+
+def connect(engine: Engine | str, url: str | Path) -> Database:
+    """Open a repository database: a DuckDB file, a PostgreSQL URL, or a Spark master URL
+    with its warehouse folder and database (`local[2]?warehouse=/path&database=dic`)."""
+    engine = Engine(engine)
+    if engine is Engine.duckdb:
+        from dic.engines.duckdb import DuckDBDatabase
+
+        return DuckDBDatabase(url)
+    if engine is Engine.postgres:
+        from dic.engines.postgres import PostgresDatabase
+
+        return PostgresDatabase(str(url))
+    from dic.engines.spark import SparkDatabase
+
+    from urllib.parse import parse_qs
+
+    master, _, query = str(url).partition("?")
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
+    return SparkDatabase(
+        master or "local[2]", options.get("warehouse", "spark-warehouse"), options.get("database", "dic")
+    )
+
+
+__all__ = ["ColumnDef", "Database", "Engine", "Result", "column", "connect", "parse_sql", "render", "table"]

@@ -1,0 +1,59 @@
+"""DuckDB, the embedded default: one file, zero set-up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from dic.engines.database import Database, Result
+from dic.engines.engine import Engine
+
+
+class DuckDBDatabase(Database):
+    engine = Engine.duckdb
+
+    def __init__(self, path: Path | str = ":memory:"):
+        self.path = str(path)
+        self.connection = duckdb.connect(self.path)
+
+    def _run(self, sql: str, fetch: bool) -> Result | None:
+        cursor = self.connection.execute(sql)
+        if not fetch:
+            return None
+        columns = [d[0] for d in cursor.description or []]
+        return Result(columns, cursor.fetchall())
+
+    def insert_rows(self, name: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+        if not rows:
+            return
+        # Arrow in, one INSERT … SELECT: two orders of magnitude faster than executemany.
+        batch = pa.Table.from_pylist([dict(zip(columns, row, strict=True)) for row in rows])
+        self.connection.register("__dic_rows", batch)
+        try:
+            names = ", ".join(f'"{c}"' for c in columns)  # our own column names, not user input
+            self.connection.execute(f'INSERT INTO "{name}" ({names}) SELECT {names} FROM __dic_rows')
+        finally:
+            self.connection.unregister("__dic_rows")
+
+    def table_names(self) -> set[str]:
+        rows = self.connection.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.connection.begin()
+        try:
+            yield
+        except BaseException:
+            self.connection.rollback()
+            raise
+        self.connection.commit()
+
+    def close(self) -> None:
+        self.connection.close()
