@@ -3,6 +3,7 @@
     DicError
     ├── InputError(DicError, ValueError)        unusable input: a path that does not exist, no permission
     ├── DefinitionError(DicError, ValueError)   an invalid declaration; carries every Problem at once
+    │   └── NotCompilableError                  valid, but beyond the SQL compiler: fall back to the evaluator
     ├── EngineError(DicError, RuntimeError)     a database driver failed; carries engine, step and SQL
     ├── ConsentError(DicError)                  a use the patient did not consent to
     ├── DisclosureError(DicError)               an output that would disclose too much
@@ -45,6 +46,13 @@ class DefinitionError(DicError, ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class NotCompilableError(DefinitionError):
+    """A valid view uses a construct the SQL compiler does not cover.
+
+    Callers fall back to the reference evaluator and say so; it is not a user error.
+    """
 
 
 class EngineError(DicError, RuntimeError):
