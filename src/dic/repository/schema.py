@@ -38,7 +38,8 @@ LOAD_BATCH_COLUMNS = [
 ]
 
 QUARANTINE_COLUMNS = [
-    ColumnDef("batch_id", "BIGINT"),
+    ColumnDef("quarantine_id", "TEXT"),  # sha256 of source, position and raw text: same record, same id
+    ColumnDef("batch_id", "BIGINT"),  # the first batch that rejected it
     ColumnDef("source", "TEXT"),
     ColumnDef("position", "TEXT"),
     ColumnDef("reason", "TEXT"),
