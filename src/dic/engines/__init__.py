@@ -9,18 +9,20 @@ from dic.engines.engine import Engine
 from dic.engines.render import parse_sql, render
 
 
-def connect(engine: Engine | str, url: str | Path) -> Database:
+def connect(engine: Engine | str, url: str | Path, *, read_only: bool = False) -> Database:
     """Open a repository database: a DuckDB file, a PostgreSQL URL, or a Spark master URL
-    with its warehouse folder and database (`local[2]?warehouse=/path&database=dic`)."""
+    with its warehouse folder and database (`local[2]?warehouse=/path&database=dic`).
+
+    `read_only` is enforced by DuckDB and PostgreSQL themselves; Spark has no such mode."""
     engine = Engine(engine)
     if engine is Engine.duckdb:
         from dic.engines.duckdb import DuckDBDatabase
 
-        return DuckDBDatabase(url)
+        return DuckDBDatabase(url, read_only=read_only)
     if engine is Engine.postgres:
         from dic.engines.postgres import PostgresDatabase
 
-        return PostgresDatabase(str(url))
+        return PostgresDatabase(str(url), read_only=read_only)
     from dic.engines.spark import SparkDatabase
 
     from urllib.parse import parse_qs

@@ -16,9 +16,9 @@ from dic.engines.engine import Engine
 class DuckDBDatabase(Database):
     engine = Engine.duckdb
 
-    def __init__(self, path: Path | str = ":memory:"):
+    def __init__(self, path: Path | str = ":memory:", read_only: bool = False):
         self.path = str(path)
-        self.connection = duckdb.connect(self.path)
+        self.connection = duckdb.connect(self.path, read_only=read_only)
 
     def _run(self, sql: str, fetch: bool) -> Result | None:
         cursor = self.connection.execute(sql)

@@ -15,10 +15,10 @@ from dic.engines.engine import Engine
 class PostgresDatabase(Database):
     engine = Engine.postgres
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, read_only: bool = False):
         self.url = url
-        self.connection = psycopg.connect(url, autocommit=True)
-        self._depth = 0
+        options = "-c default_transaction_read_only=on" if read_only else None
+        self.connection = psycopg.connect(url, autocommit=True, options=options)
 
     def _run(self, sql: str, fetch: bool) -> Result | None:
         with self.connection.cursor() as cursor:

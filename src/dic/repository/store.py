@@ -63,10 +63,11 @@ def read_config(folder: Path) -> RepositoryConfig:
         raise ConfigError(f"{path}: invalid repository settings: {error}") from error
 
 
-def open_repository(folder: Path) -> Database:
+def open_repository(folder: Path, *, read_only: bool = False) -> Database:
     config = read_config(folder)
-    db = connect(config.engine, config.url)
-    ensure_schema(db)
+    db = connect(config.engine, config.url, read_only=read_only)
+    if not read_only:
+        ensure_schema(db)
     return db
 
 

@@ -1,0 +1,178 @@
+"""Commands on the repository: init, load, status, quarantine, sql."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from dic.cli.app import app, settings
+from dic.cli.output import console, print_json, print_rows
+from dic.engines import Engine, parse_sql
+from dic.errors import InputError
+from dic.repository import (
+    BatchReport,
+    init_repository,
+    load_paths,
+    open_repository,
+    quarantine_list,
+    quarantine_record,
+    quarantine_size,
+    read_config,
+    recent_batches,
+    resource_counts,
+)
+from dic.sources import find_fhir_files
+
+quarantine_app = typer.Typer(help="Records rejected by loads, with file, position and reason.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+
+RECONCILIATION = ["read", "loaded", "updated", "unchanged", "deleted", "quarantined"]
+
+
+@app.command()
+def init(
+    engine: Engine = typer.Option(Engine.duckdb, help="SQL engine of the repository."),
+    url: str = typer.Option(None, help="Database URL (PostgreSQL) or Spark master URL; DuckDB defaults to a file."),
+) -> None:
+    """Create a repository (a DuckDB file by default)."""
+    config = init_repository(settings.repo, engine, url)
+    if settings.json:
+        print_json({"repo": str(settings.repo.resolve()), "engine": config.engine.value, "url": config.url})
+    else:
+        console.print(f"repository {settings.repo.resolve()} on {config.engine.value}")
+
+
+def print_batches(reports: list[BatchReport]) -> None:
+    rows = [[r.batch_id, r.source, *[getattr(r, k) for k in RECONCILIATION]] for r in reports]
+    total = [sum(getattr(r, k) for r in reports) for k in RECONCILIATION]
+    print_rows(["batch", "source", *RECONCILIATION], [*rows, ["", "total", *total]], title="Load reconciliation")
+
+
+@app.command()
+def load(
+    paths: list[Path] = typer.Argument(None, help="FHIR files or folders: Bundles, resources, NDJSON(.gz)."),
+    bulk_export: str = typer.Option(None, "--bulk-export", help="Base URL of a FHIR server to $export from."),
+    token: str = typer.Option(None, help="Bearer token for --bulk-export."),
+    resource_type: list[str] = typer.Option(None, "--type", help="With --bulk-export: resource types (_type)."),
+    since: str = typer.Option(None, help="With --bulk-export: only resources changed since (_since)."),
+    download_dir: Path = typer.Option(None, help="With --bulk-export: where downloads go (resumable)."),
+) -> None:
+    """Load FHIR data, one transactional batch per file. Bad records go to quarantine; the load goes on."""
+    db = open_repository(settings.repo)
+    try:
+        if bulk_export:
+            from dic.sources import export_to_folder
+
+            dest = download_dir or settings.repo / "downloads" / "bulk-export"
+            result = export_to_folder(bulk_export, dest, token=token, resource_types=resource_type or None, since=since)
+            paths = [*(paths or []), *[f.path for f in result.files]]
+        if not paths:
+            raise InputError("nothing to load: give files or folders, or --bulk-export URL")
+        files = find_fhir_files(paths)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[records]} records"), TimeElapsedColumn(), console=console,
+                      transient=True, disable=settings.json) as progress:
+            task = progress.add_task("loading", total=len(files), records=0)
+            done = {"records": 0}
+
+            def advance(path: Path, n: int) -> None:
+                done["records"] += n
+                progress.update(task, description=path.name, records=done["records"])
+
+            reports = []
+            for path in files:
+                reports.extend(load_paths(db, [path], advance))
+                progress.advance(task)
+    finally:
+        db.close()
+    if settings.json:
+        print_json([r.as_dict() for r in reports])
+    else:
+        print_batches(reports)
+
+
+@app.command()
+def status() -> None:
+    """Resources per type, rows per view, recent batches and quarantine size."""
+    from dic.views import view_status
+
+    db = open_repository(settings.repo)
+    try:
+        config = read_config(settings.repo)
+        counts = resource_counts(db)
+        views = view_status(db)
+        batches = recent_batches(db)
+        quarantined = quarantine_size(db)
+    finally:
+        db.close()
+    if settings.json:
+        print_json({"engine": config.engine.value, "resources": counts, "views": views, "batches": batches,
+                    "quarantine": quarantined})
+        return
+    console.print(f"repository {settings.repo.resolve()} on {config.engine.value}")
+    print_rows(["resource type", "resources"], [*counts.items(), ("total", sum(counts.values()))], title="Resources")
+    print_rows(["view", "rows", "mode", "refreshed at"],
+               [[v["name"], v["rows"], v["mode"], v["refreshed_at"]] for v in views], title="Views")
+    print_rows(["batch", "source", "status", *RECONCILIATION],
+               [[b["batch_id"], b["source"], b["status"], *[b[k] for k in RECONCILIATION]] for b in batches],
+               title="Recent load batches")
+    console.print(f"quarantine: {quarantined} record(s) — see 'dic quarantine list'")
+
+
+@quarantine_app.command("list")
+def quarantine_list_command(
+    source: str = typer.Option(None, help="Only records from this file."),
+    limit: int = typer.Option(50, help="At most this many records."),
+) -> None:
+    """Rejected records: id, batch, file, position and reason."""
+    db = open_repository(settings.repo)
+    try:
+        rows = quarantine_list(db, limit, source)
+    finally:
+        db.close()
+    if settings.json:
+        print_json(rows)
+    else:
+        columns = ["quarantine_id", "batch_id", "source", "position", "reason", "raw_bytes"]
+        print_rows(columns, [[r[c] for c in columns] for r in rows], title="Quarantine")
+
+
+@quarantine_app.command("show")
+def quarantine_show(quarantine_id: str = typer.Argument(..., help="Id from 'dic quarantine list'.")) -> None:
+    """One rejected record with its raw text (cut at 64 KiB)."""
+    db = open_repository(settings.repo)
+    try:
+        record = quarantine_record(db, quarantine_id)
+    finally:
+        db.close()
+    if record is None:
+        raise InputError(f"no quarantined record with id {quarantine_id}")
+    if settings.json:
+        print_json(record)
+        return
+    for key in ("quarantine_id", "batch_id", "source", "position", "reason", "raw_bytes", "quarantined_at"):
+        console.print(f"[bold]{key}[/bold]: {record[key]}", highlight=False)
+    console.print("[bold]raw[/bold]:")
+    console.out(record["raw"], highlight=False)
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="One SELECT, in the repository engine's SQL dialect."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+) -> None:
+    """Read-only SQL against the views (and repository tables)."""
+    from sqlglot import exp
+
+    config = read_config(settings.repo)
+    statement = parse_sql(query, dialect=config.engine)
+    if not isinstance(statement, exp.Query):
+        raise InputError("dic sql runs read-only queries only (SELECT, WITH ... SELECT, UNION)")
+    db = open_repository(settings.repo, read_only=True)
+    try:
+        result = db.fetch(query, "dic sql")  # the user's own text, checked read-only above
+    finally:
+        db.close()
+    print_rows(result.columns, result.rows, "json" if settings.json else fmt)
