@@ -14,7 +14,7 @@ def _roundtrip(db: Database) -> None:
     db.insert_rows("t", ["k", "n", "doc"], [("a", 1, '{"x": 1}'), ("b", 2, '{"x": 2}')])
     db.create_table("s", COLUMNS)
     db.insert_rows("s", ["k", "n", "doc"], [("b", 20, '{"x": 20}'), ("c", 3, '{"x": 3}')])
-    db.replace_rows("t", ["k"], "s", "replace")
+    db.replace_rows("t", ["k"], "s", ["k", "n", "doc"], "replace")
     rows = db.fetch(exp.select(column("k"), column("n")).from_(table("t")).order_by(column("k")), "read").rows
     assert rows == [("a", 1), ("b", 20), ("c", 3)]
 

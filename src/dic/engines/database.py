@@ -127,12 +127,17 @@ class Database(ABC):
         self.execute(exp.Drop(tables=[table(name)], kind="VIEW", exists=True), step)
         self.execute(exp.Create(this=table(name), kind="VIEW", expression=query), step)
 
-    def replace_rows(self, name: str, keys: Sequence[str], source: str, step: str) -> None:
-        """Rows of `name` whose key is in table `source` are replaced by `source`'s rows.
+    def replace_rows(self, name: str, keys: Sequence[str], source: str, columns: Sequence[str], step: str) -> None:
+        """Rows of `name` whose key is in table `source` are replaced by `source`'s `columns`.
 
-        Both tables have the same columns. Engines without DELETE override this.
+        Engines without DELETE override this.
         """
         match = exp.and_(*[column(k, "t").eq(column(k, "s")) for k in keys])
         exists = exp.Exists(this=exp.select("1").from_(table(source, "s")).where(match))
         self.execute(exp.Delete(this=table(name, "t"), where=exp.Where(this=exists)), step)
-        self.execute(exp.insert(exp.select("*").from_(table(source)), table(name)), step)
+        self.insert_from(name, source, columns, step)
+
+    def insert_from(self, name: str, source: str, columns: Sequence[str], step: str) -> None:
+        """Append `columns` of table `source` to table `name`."""
+        target = exp.Schema(this=table(name), expressions=[exp.to_identifier(c, quoted=True) for c in columns])
+        self.execute(exp.insert(exp.select(*[column(c) for c in columns]).from_(table(source)), target), step)

@@ -31,7 +31,7 @@ class DuckDBDatabase(Database):
         if not rows:
             return
         # Arrow in, one INSERT … SELECT: two orders of magnitude faster than executemany.
-        batch = pa.Table.from_pylist([dict(zip(columns, row, strict=True)) for row in rows])
+        batch = pa.table(dict(zip(columns, map(list, zip(*rows, strict=True)), strict=True)))
         self.connection.register("__dic_rows", batch)
         try:
             names = ", ".join(f'"{c}"' for c in columns)  # our own column names, not user input

@@ -93,13 +93,13 @@ class SparkDatabase(Database):
     def transaction(self) -> Iterator[None]:
         yield  # no transactions on Parquet; see the module docstring
 
-    def replace_rows(self, name: str, keys: Sequence[str], source: str, step: str) -> None:
+    def replace_rows(self, name: str, keys: Sequence[str], source: str, columns: Sequence[str], step: str) -> None:
         kept = (
-            exp.select("t.*")
+            exp.select(*[column(c, "t") for c in columns])
             .from_(table(name, "t"))
             .join(table(source, "s"), on=exp.and_(*[column(k, "t").eq(column(k, "s")) for k in keys]), join_type="left anti")
         )
-        rebuilt = exp.union(kept, exp.select("*").from_(table(source)), distinct=False)
+        rebuilt = exp.union(kept, exp.select(*[column(c) for c in columns]).from_(table(source)), distinct=False)
         staging = f"{name}__rebuilt"
         self.create_table_as(staging, rebuilt, step)
         self.drop_table(name, step)

@@ -140,7 +140,7 @@ def load_records(
     now = datetime.now(UTC).replace(tzinfo=None)
     with db.transaction():
         batch_id = _next_batch_id(db)
-        stage, classified, changes = f"_stage_{batch_id}", f"_classified_{batch_id}", f"_changes_{batch_id}"
+        stage, changes = f"_stage_{batch_id}", f"_changes_{batch_id}"
         rejected = f"_rejected_{batch_id}"
         db.create_table(stage, STAGE_COLUMNS, step="create stage")
         db.create_table(rejected, QUARANTINE_COLUMNS, step="create rejected")
@@ -176,15 +176,13 @@ def load_records(
             batch_id=exp.Literal.number(batch_id),
             loaded_at=exp.Literal.string(now.isoformat(sep=" ")),
         )
-        db.create_table_as(classified, query, step="classify changes")
+        db.create_table_as(changes, query, step="classify changes")
         counts = {
-            kind: _count(db, classified, f"count {kind}", column("change").eq(exp.Literal.string(kind)))
+            kind: _count(db, changes, f"count {kind}", column("change").eq(exp.Literal.string(kind)))
             for kind in ("loaded", "updated", "deleted")
         }
-        db.create_table_as(changes, exp.select(*[column(n) for n in _RESOURCE_NAMES]).from_(table(classified)),
-                           step="select changes")
-        db.execute(exp.insert(exp.select("*").from_(table(changes)), table("resource_history")), "append history")
-        db.replace_rows("resource", ["resource_type", "id"], changes, step="swap in current versions")
+        db.insert_from("resource_history", changes, _RESOURCE_NAMES, step="append history")
+        db.replace_rows("resource", ["resource_type", "id"], changes, _RESOURCE_NAMES, step="swap in current versions")
         report = BatchReport(
             batch_id=batch_id, source=source, read=staged + quarantined,
             unchanged=staged - sum(counts.values()), quarantined=quarantined, **counts,
@@ -196,7 +194,7 @@ def load_records(
             [(batch_id, source, now, datetime.now(UTC).replace(tzinfo=None), "committed", report.read,
               report.loaded, report.unchanged, report.updated, report.deleted, report.quarantined)],
         )
-        for name in (stage, rejected, classified, changes):
+        for name in (stage, rejected, changes):
             db.drop_table(name, step="drop batch tables")
     return report
 

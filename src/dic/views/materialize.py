@@ -75,7 +75,7 @@ def _save_state(db: Database, name: str, digest: str, batch: int, mode: str, row
     db.create_table_as(staging, exp.select("*").from_(table(STATE_TABLE)).where(exp.false()), "stage view state")
     db.insert_rows(staging, [c.name for c in STATE_COLUMNS],
                    [(name, digest, batch, mode, rows, datetime.now(UTC).replace(tzinfo=None))])
-    db.replace_rows(STATE_TABLE, ["name"], staging, "save view state")
+    db.replace_rows(STATE_TABLE, ["name"], staging, [c.name for c in STATE_COLUMNS], "save view state")
     db.drop_table(staging, "drop staged view state")
 
 
