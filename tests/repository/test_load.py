@@ -172,3 +172,51 @@ def test_mii_test_bundles_load_completely(db: Database, shared_data: Path) -> No
     assert sum(r.read for r in reports) == entries
     assert sum(r.quarantined for r in reports) == 0, quarantine_list(db)
     assert resource_counts(db)["Patient"] == 31
+
+
+def test_killed_load_is_rolled_back_and_rerun_completes(tmp_path: Path) -> None:
+    """A real SIGKILL in the middle of a batch: nothing of it is visible, the rerun loads it all once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dic.engines import connect
+
+    path = ndjson(tmp_path / "Observation.ndjson",
+                  [{**OBSERVATION, "id": f"o{i}", "valueQuantity": {"value": i}} for i in range(150_000)])
+    target = tmp_path / "repo.duckdb"
+    script = ("import sys; from dic.engines import connect; from dic.repository import load_paths;"
+              "load_paths(connect('duckdb', sys.argv[1]), [sys.argv[2]])")
+    process = subprocess.Popen([sys.executable, "-c", script, str(target), str(path)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not target.exists():
+        time.sleep(0.05)
+    time.sleep(1.5)  # well inside the batch: staging 150k records takes several seconds
+    assert process.poll() is None, "the load finished before it could be killed; make the file bigger"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    db = connect("duckdb", target)
+    try:
+        from dic.repository import ensure_schema
+
+        ensure_schema(db)
+        assert count(db, "resource") == 0 and count(db, "load_batch") == 0
+        [report] = load_paths(db, [path])
+        assert report.loaded == 150_000
+        assert count(db, "resource") == 150_000 and count(db, "resource_history") == 150_000
+    finally:
+        db.close()
+
+
+@pytest.mark.spark
+def test_load_and_reload_on_spark(spark_db: Database, tmp_path: Path) -> None:
+    path = ndjson(tmp_path / "a.ndjson", [PATIENT, OBSERVATION, b"garbage"])
+    [first] = load_paths(spark_db, [path])
+    assert (first.loaded, first.quarantined) == (2, 1)
+    [second] = load_paths(spark_db, [path])
+    assert (second.loaded, second.unchanged, second.quarantined) == (0, 2, 1)
+    [third] = load_paths(spark_db, [ndjson(tmp_path / "b.ndjson", [{**PATIENT, "gender": "male"}])])
+    assert third.updated == 1
+    assert current(spark_db) == {("Patient", "p1"): (2, False), ("Observation", "o1"): (1, False)}
+    assert count(spark_db, "quarantine") == 1 and count(spark_db, "resource_history") == 3

@@ -16,7 +16,7 @@ from typing import IO, Any
 import orjson
 
 from dic.errors import InputError
-from dic.fhir.resource_check import check_resource
+from dic.fhir import check_resource
 from dic.sources.record import Entry, Rejection
 
 MAX_RECORD_BYTES = 32 * 1024 * 1024
