@@ -50,6 +50,7 @@ class Database(ABC):
 
     engine: Engine
     supports_delete: bool = True
+    load_chunk_rows: int = 50_000  # records merged per statement round during a load
 
     # ---- what each engine implements -------------------------------------------------
     @abstractmethod

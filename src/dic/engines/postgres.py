@@ -14,6 +14,7 @@ from dic.engines.engine import Engine
 
 class PostgresDatabase(Database):
     engine = Engine.postgres
+    load_chunk_rows = 20_000
 
     def __init__(self, url: str, read_only: bool = False):
         self.url = url

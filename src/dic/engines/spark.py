@@ -47,6 +47,7 @@ def spark_session(master: str, warehouse: Path) -> Any:
 class SparkDatabase(Database):
     engine = Engine.spark
     supports_delete = False
+    load_chunk_rows = 1_000_000  # each merge rebuilds the table: few, large rounds
 
     def __init__(self, master: str, warehouse: Path | str, database: str = "dic"):
         self.warehouse = Path(warehouse).resolve()

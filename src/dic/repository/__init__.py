@@ -1,6 +1,6 @@
 """The repository: raw FHIR resources with provenance and history, quarantine, load batches."""
 
-from dic.repository.load import BatchReport, content_hash, ensure_schema, load_paths, load_records
+from dic.repository.load import BatchReport, ensure_schema, load_paths, load_records
 from dic.repository.status import (
     quarantine_list,
     quarantine_record,
@@ -19,7 +19,6 @@ from dic.repository.store import (
 __all__ = [
     "BatchReport",
     "RepositoryConfig",
-    "content_hash",
     "ensure_schema",
     "init_repository",
     "load_paths",

@@ -17,14 +17,12 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
-import orjson
 from sqlglot import exp
 
 from dic.engines import ColumnDef, Database, column, parse_sql, table
 from dic.repository.schema import QUARANTINE_COLUMNS, RESOURCE_COLUMNS, TABLES
 from dic.sources import Entry, Rejection, find_fhir_files, read_fhir
 
-CHUNK_ROWS = 20_000
 STAGE_COLUMNS = [
     ColumnDef("resource_type", "TEXT"),
     ColumnDef("id", "TEXT"),
@@ -66,16 +64,6 @@ def ensure_schema(db: Database) -> None:
         db.create_table(name, columns, step=f"create {name}")
 
 
-def content_hash(resource: dict) -> str:
-    """sha256 of the canonical JSON, ignoring meta.versionId and meta.lastUpdated, which a
-    server changes on every export of the same content."""
-    meta = resource.get("meta")
-    if isinstance(meta, dict) and ("versionId" in meta or "lastUpdated" in meta):
-        rest = {k: v for k, v in meta.items() if k not in {"versionId", "lastUpdated"}}
-        resource = {**resource, "meta": rest} if rest else {k: v for k, v in resource.items() if k != "meta"}
-    return hashlib.sha256(orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
 @cache
 def _classify_template() -> exp.Expression:
     return parse_sql((files("dic.repository") / "sql" / "classify_changes.sql").read_text())
@@ -103,14 +91,8 @@ def _next_batch_id(db: Database) -> int:
 
 
 def _stage_row(entry: Entry, seq: int) -> tuple:
-    if entry.delete or entry.resource is None:
-        return (entry.resource_type, entry.id, None, entry.source, entry.position, seq, True, None, None)
-    meta = entry.resource.get("meta")
-    last_updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-    return (
-        entry.resource_type, entry.id, content_hash(entry.resource), entry.source, entry.position, seq, False,
-        last_updated if isinstance(last_updated, str) else None, orjson.dumps(entry.resource).decode(),
-    )
+    return (entry.resource_type, entry.id, entry.content_hash, entry.source, entry.position, seq, entry.delete,
+            entry.last_updated, entry.content)
 
 
 def _quarantine_row(batch_id: int, rejection: Rejection, now: datetime) -> tuple:
@@ -135,23 +117,24 @@ def load_records(
     records: Iterable[Entry | Rejection],
     progress: Callable[[int], None] | None = None,
 ) -> BatchReport:
-    """Load one batch of records from `source` in one transaction and reconcile it."""
+    """Load one batch of records from `source` in one transaction and reconcile it.
+
+    Records are merged chunk by chunk (`db.load_chunk_rows`), so memory stays bounded and
+    the engine merges one chunk while the readers parse the next. Within a chunk the last
+    occurrence of a resource wins; across chunks each occurrence is a version.
+    """
     ensure_schema(db)
     now = datetime.now(UTC).replace(tzinfo=None)
+    totals = dict.fromkeys(("staged", "quarantined", "loaded", "updated", "deleted"), 0)
     with db.transaction():
         batch_id = _next_batch_id(db)
-        stage, changes = f"_stage_{batch_id}", f"_changes_{batch_id}"
-        rejected = f"_rejected_{batch_id}"
-        db.create_table(stage, STAGE_COLUMNS, step="create stage")
-        db.create_table(rejected, QUARANTINE_COLUMNS, step="create rejected")
-        staged = quarantined = 0
+        tables = {"stage": f"_stage_{batch_id}", "changes": f"_changes_{batch_id}",
+                  "rejected": f"_rejected_{batch_id}"}
         entries: list[tuple] = []
         rejections: list[tuple] = []
-        stage_names = [c.name for c in STAGE_COLUMNS]
 
-        def flush() -> None:
-            db.insert_rows(stage, stage_names, entries)
-            db.insert_rows(rejected, [c.name for c in QUARANTINE_COLUMNS], rejections)
+        def merge() -> None:
+            _merge_chunk(db, tables, entries, rejections, batch_id, now, totals)
             if progress:
                 progress(len(entries) + len(rejections))
             entries.clear()
@@ -159,33 +142,17 @@ def load_records(
 
         for record in records:
             if isinstance(record, Rejection):
-                quarantined += 1
                 rejections.append(_quarantine_row(batch_id, record, now))
             else:
-                staged += 1
-                entries.append(_stage_row(record, staged))
-            if len(entries) + len(rejections) >= CHUNK_ROWS:
-                flush()
-        flush()
-        if _count(db, stage, "count staged") != staged:  # the engine lost rows: never commit that
-            raise RuntimeError(f"{source}: staged {staged} records but the stage table disagrees")
-
-        _keep_new_rejections(db, rejected)
-        query = exp.replace_placeholders(
-            _renamed(_classify_template(), {"stage": stage}),
-            batch_id=exp.Literal.number(batch_id),
-            loaded_at=exp.Literal.string(now.isoformat(sep=" ")),
-        )
-        db.create_table_as(changes, query, step="classify changes")
-        counts = {
-            kind: _count(db, changes, f"count {kind}", column("change").eq(exp.Literal.string(kind)))
-            for kind in ("loaded", "updated", "deleted")
-        }
-        db.insert_from("resource_history", changes, _RESOURCE_NAMES, step="append history")
-        db.replace_rows("resource", ["resource_type", "id"], changes, _RESOURCE_NAMES, step="swap in current versions")
+                entries.append(_stage_row(record, len(entries)))
+            if len(entries) + len(rejections) >= db.load_chunk_rows:
+                merge()
+        merge()
+        changed = totals["loaded"] + totals["updated"] + totals["deleted"]
         report = BatchReport(
-            batch_id=batch_id, source=source, read=staged + quarantined,
-            unchanged=staged - sum(counts.values()), quarantined=quarantined, **counts,
+            batch_id=batch_id, source=source, read=totals["staged"] + totals["quarantined"],
+            loaded=totals["loaded"], updated=totals["updated"], unchanged=totals["staged"] - changed,
+            deleted=totals["deleted"], quarantined=totals["quarantined"],
         )
         db.insert_rows(
             "load_batch",
@@ -194,9 +161,48 @@ def load_records(
             [(batch_id, source, now, datetime.now(UTC).replace(tzinfo=None), "committed", report.read,
               report.loaded, report.unchanged, report.updated, report.deleted, report.quarantined)],
         )
-        for name in (stage, rejected, changes):
-            db.drop_table(name, step="drop batch tables")
     return report
+
+
+def _merge_chunk(
+    db: Database,
+    tables: dict[str, str],
+    entries: list[tuple],
+    rejections: list[tuple],
+    batch_id: int,
+    now: datetime,
+    totals: dict[str, int],
+) -> None:
+    """Classify one chunk against the current versions and write its changes and rejections."""
+    stage, changes, rejected = tables["stage"], tables["changes"], tables["rejected"]
+    if rejections:
+        db.drop_table(rejected, step="reset rejected")
+        db.create_table(rejected, QUARANTINE_COLUMNS, step="create rejected")
+        db.insert_rows(rejected, [c.name for c in QUARANTINE_COLUMNS], rejections)
+        _keep_new_rejections(db, rejected)
+        db.drop_table(rejected, step="drop rejected")
+        totals["quarantined"] += len(rejections)
+    if not entries:
+        return
+    db.drop_table(stage, step="reset stage")
+    db.create_table(stage, STAGE_COLUMNS, step="create stage")
+    db.insert_rows(stage, [c.name for c in STAGE_COLUMNS], entries)
+    if _count(db, stage, "count staged") != len(entries):  # the engine lost rows: never commit that
+        raise RuntimeError(f"staged {len(entries)} records but the stage table disagrees")
+    query = exp.replace_placeholders(
+        _renamed(_classify_template(), {"stage": stage}),
+        batch_id=exp.Literal.number(batch_id),
+        loaded_at=exp.Literal.string(now.isoformat(sep=" ")),
+    )
+    db.create_table_as(changes, query, step="classify changes")
+    by_kind = exp.select(column("change"), exp.func("count", exp.Star())).from_(table(changes)).group_by(column("change"))
+    for kind, n in db.fetch(by_kind, "count changes").rows:
+        totals[kind] += int(n)
+    db.insert_from("resource_history", changes, _RESOURCE_NAMES, step="append history")
+    db.replace_rows("resource", ["resource_type", "id"], changes, _RESOURCE_NAMES, step="swap in current versions")
+    db.drop_table(changes, step="drop changes")
+    db.drop_table(stage, step="drop stage")
+    totals["staged"] += len(entries)
 
 
 def load_paths(

@@ -51,10 +51,17 @@ def find_fhir_files(paths: Iterable[Path | str]) -> list[Path]:
 
 
 def read_fhir(path: Path) -> Iterator[Entry | Rejection]:
-    """Every record of one FHIR file, in file order."""
+    """Every record of one FHIR file, in file order.
+
+    Parsing runs in this process: measured on 2 cores, handing lines to worker processes
+    (forkserver, bounded queue) loaded 200k Observations no faster (10.3 s vs 9.5 s), since
+    the engine's merge needs the second core.
+    """
     name = path.name.lower()
     if name.endswith(NDJSON_SUFFIXES):
-        yield from _read_ndjson(path)
+        source = str(path)
+        for item in _ndjson_lines(path):
+            yield item if isinstance(item, Rejection) else parse_line(source, *item)
     elif name.endswith(DOCUMENT_SUFFIXES):
         yield from _read_document(path)
     else:
@@ -69,14 +76,25 @@ def _reject(source: str, position: str, reason: str, raw: bytes, size: int | Non
     return Rejection(source, position, reason, raw[:RAW_LIMIT_BYTES], len(raw) if size is None else size)
 
 
-def _entry(resource: Any, source: str, position: str, raw: bytes) -> Entry | Rejection:
+def _entry(resource: Any, source: str, position: str, raw: bytes, unchanged: bool = False) -> Entry | Rejection:
     reason = check_resource(resource)
     if reason is not None:
         return _reject(source, position, reason, raw)
-    return Entry(resource["resourceType"], resource["id"], resource, source, position)
+    return Entry.of(resource, source, position, raw if unchanged else None)
 
 
-def _read_ndjson(path: Path) -> Iterator[Entry | Rejection]:
+def parse_line(source: str, line_no: int, text: bytes) -> Entry | Rejection:
+    """One NDJSON line (stripped, not empty) to an entry or a rejection."""
+    position = f"line {line_no}"
+    try:
+        resource = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        return _reject(source, position, f"invalid JSON: {error}", text)
+    return _entry(resource, source, position, text, unchanged=True)
+
+
+def _ndjson_lines(path: Path) -> Iterator[tuple[int, bytes] | Rejection]:
+    """(line number, text) of every non-empty line, or a rejection for a line that cannot be read."""
     source = str(path)
     line_no = 0
     try:
@@ -86,23 +104,16 @@ def _read_ndjson(path: Path) -> Iterator[Entry | Rejection]:
                 if not line:
                     break
                 line_no += 1
-                position = f"line {line_no}"
                 if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
                     head, size = line[:RAW_LIMIT_BYTES], len(line)
                     while line and not line.endswith(b"\n"):  # skip the rest, chunk by chunk
                         line = stream.readline(_CHUNK)
                         size += len(line)
-                    yield _reject(source, position, f"record larger than {MAX_RECORD_BYTES} bytes", head, size)
+                    yield _reject(source, f"line {line_no}", f"record larger than {MAX_RECORD_BYTES} bytes", head, size)
                     continue
                 text = line.strip()
-                if not text:
-                    continue
-                try:
-                    resource = orjson.loads(text)
-                except orjson.JSONDecodeError as error:
-                    yield _reject(source, position, f"invalid JSON: {error}", text)
-                    continue
-                yield _entry(resource, source, position, text)
+                if text:
+                    yield line_no, text
     except (OSError, EOFError, zlib.error) as error:  # corrupt or truncated gzip member
         yield _reject(source, f"line {line_no + 1}", f"unreadable compressed data, rest of file skipped: {error}", b"", 0)
 
@@ -153,7 +164,7 @@ def _read_bundle(bundle: dict[str, Any], source: str) -> Iterator[Entry | Reject
             if len(parts) != 2:
                 yield _reject(source, position, "DELETE entry needs request.url 'Type/id'", raw)
             else:
-                yield Entry(parts[0], parts[1], None, source, position, delete=True)
+                yield Entry.deletion(parts[0], parts[1], source, position)
             continue
         resource = item.get("resource")
         if isinstance(resource, dict) and "id" not in resource:

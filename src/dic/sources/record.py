@@ -1,9 +1,17 @@
-"""What an input reader yields: a resource to store, or a rejection for quarantine."""
+"""What an input reader yields: a resource to store, or a rejection for quarantine.
+
+An `Entry` carries the resource already serialized (its JSON text and content hash), so
+that parsing can run in worker processes and the loader never touches the dict again.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
+
+from dic.fhir import content_hash, last_updated
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,10 +20,23 @@ class Entry:
 
     resource_type: str
     id: str
-    resource: dict[str, Any] | None  # None when `delete`
+    content: str | None  # the resource's JSON text; None when `delete`
+    content_hash: str | None
+    last_updated: str | None
     source: str
     position: str  # "line 12", "entry 3", "resource"
     delete: bool = False
+
+    @classmethod
+    def of(cls, resource: dict[str, Any], source: str, position: str, text: bytes | None = None) -> Entry:
+        """An entry for a checked resource; `text` is its JSON as received, if unchanged."""
+        content = (text if text is not None else orjson.dumps(resource)).decode()
+        return cls(resource["resourceType"], resource["id"], content, content_hash(resource),
+                   last_updated(resource), source, position)
+
+    @classmethod
+    def deletion(cls, resource_type: str, id: str, source: str, position: str) -> Entry:
+        return cls(resource_type, id, None, None, None, source, position, delete=True)
 
 
 @dataclass(frozen=True, slots=True)

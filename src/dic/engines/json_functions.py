@@ -1,0 +1,126 @@
+"""Our own sqlglot nodes for reading FHIR JSON: the small vocabulary the view compiler speaks.
+
+Each node is engine-neutral; `dialects.py` renders it per engine with one TRANSFORMS entry.
+Two value shapes appear:
+
+- a *JSON value*: one JSON value or NULL (DuckDB JSON, PostgreSQL JSONB, Spark STRING with
+  JSON text — Spark unwraps strings, so a string value is its bare text there);
+- a *collection*: an ordered list of JSON values (DuckDB JSON[], PostgreSQL a JSONB array,
+  Spark ARRAY<STRING>). NULL counts as the empty collection.
+
+Paths are lists of `(element name, cardinality)` with cardinality "one", "many" (a FHIR
+array) or "unknown" (not in the FHIR element table: checked per value at run time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlglot import exp
+
+ONE, MANY, UNKNOWN = "one", "many", "unknown"
+
+
+class JsonGet(exp.Func):
+    """JSON value at a path of single-valued elements: `this.a.b`."""
+
+    arg_types = {"this": True, "steps": True}
+
+
+class JsonGetAll(exp.Func):
+    """Collection of every value along a path, FHIR arrays flattened: `this.name.given`."""
+
+    arg_types = {"this": True, "steps": True}
+
+
+class JsonText(exp.Func):
+    """A JSON value as text: strings without quotes, other values as JSON text."""
+
+    arg_types = {"this": True}
+
+
+class ToJson(exp.Func):
+    """A SQL scalar (text, number, boolean) as a JSON value."""
+
+    arg_types = {"this": True}
+
+
+class CollectionOf(exp.Func):
+    """The collection of the given JSON values, NULLs left out."""
+
+    arg_types = {"expressions": True}
+    is_var_len_args = True
+
+
+class CollectionFilter(exp.Func):
+    """Elements of collection `this` for which `condition` (over the element `var`) is true."""
+
+    arg_types = {"this": True, "var": True, "condition": True}
+
+
+class CollectionFlatMap(exp.Func):
+    """Concatenation of collection `body` computed for each element `var` of collection `this`."""
+
+    arg_types = {"this": True, "var": True, "body": True}
+
+
+class CollectionAt(exp.Func):
+    """Element at 0-based `index` of collection `this` (a JSON value, NULL if out of range)."""
+
+    arg_types = {"this": True, "index": True}
+
+
+class CollectionCount(exp.Func):
+    """Number of elements (0 for NULL)."""
+
+    arg_types = {"this": True}
+
+
+class CollectionJoin(exp.Func):
+    """Text of the elements joined with `separator` (NULL elements left out)."""
+
+    arg_types = {"this": True, "separator": True}
+
+
+class CollectionToJson(exp.Func):
+    """A collection as one JSON array value (the representation of collection columns)."""
+
+    arg_types = {"this": True}
+
+
+class JsonElements(exp.Func):
+    """Table source: one row per element of collection `this`, columns `value` and 1-based `idx`,
+    under table alias `alias`. Used as the `this` of a (lateral) JOIN."""
+
+    arg_types = {"this": True, "alias": True}
+
+
+def steps_node(steps: Sequence[tuple[str, str]]) -> exp.Array:
+    """Path steps as a sqlglot value: an array of (name, cardinality) tuples of literals."""
+    return exp.Array(
+        expressions=[
+            exp.Tuple(expressions=[exp.Literal.string(name), exp.Literal.string(cardinality)])
+            for name, cardinality in steps
+        ]
+    )
+
+
+def steps_of(node: exp.Expression) -> list[tuple[str, str]]:
+    """The (name, cardinality) steps stored by `steps_node`."""
+    return [(t.expressions[0].name, t.expressions[1].name) for t in node.args["steps"].expressions]
+
+
+JSON_FUNCTIONS = (
+    JsonGet,
+    JsonGetAll,
+    JsonText,
+    ToJson,
+    CollectionOf,
+    CollectionFilter,
+    CollectionFlatMap,
+    CollectionAt,
+    CollectionCount,
+    CollectionJoin,
+    CollectionToJson,
+    JsonElements,
+)
