@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dic"
 
 # architecture.md: top may use bottom. Packages on one row may not import each other.
 LAYERS = [
-    {"cli", "api"},
+    {"cli", "api", "__main__"},
     {"cohort", "extract", "analytics", "federation", "quality"},
     {"trust", "privacy"},
     {"views"},

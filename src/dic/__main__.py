@@ -1,0 +1,3 @@
+from dic.cli import main
+
+main()
