@@ -336,7 +336,8 @@ def _download(session: _Session, url: str, path: Path, with_token: bool) -> tupl
         offset = part.stat().st_size if part.exists() else 0
         headers = session.headers(OUTPUT_FORMAT, with_token=with_token)
         if offset:
-            headers["Range"] = f"bytes={offset}-"
+            # byte ranges of the identity encoding are byte ranges of what is on disk
+            headers |= {"Range": f"bytes={offset}-", "Accept-Encoding": "identity"}
         try:
             with session.client.stream("GET", url, headers=headers) as response:
                 if response.status_code in TRANSIENT_STATUSES and attempt < session.max_retries:
@@ -347,7 +348,8 @@ def _download(session: _Session, url: str, path: Path, with_token: bool) -> tupl
                         break
                     part.unlink()  # the part does not fit the file: start again
                     continue
-                if response.status_code == 206 and offset and _range_start(response) == offset:
+                encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+                if response.status_code == 206 and offset and _range_start(response) == offset and not encoded:
                     mode = "ab"
                 elif response.status_code == 200:
                     mode, offset = "wb", 0
@@ -357,8 +359,9 @@ def _download(session: _Session, url: str, path: Path, with_token: bool) -> tupl
                 total = response.headers.get("Content-Length")
                 total_bytes = offset + int(total) if total and total.isdigit() else None
                 with part.open(mode) as out:
-                    for chunk in response.iter_bytes(CHUNK_BYTES):
+                    for chunk in response.iter_bytes():  # as they arrive
                         out.write(chunk)
+                        out.flush()  # what is reported is on disk, for a resume after a kill
                         offset += len(chunk)
                         session.report(ExportProgress("download", path=path, bytes_done=offset,
                                                       bytes_total=total_bytes))
