@@ -233,6 +233,8 @@ POSTGRES_TRANSFORMS: dict[type[exp.Expression], Transform] = {
     jf.CollectionJoin: _pg_join,
     jf.CollectionToJson: lambda self, e: self.sql(exp.Coalesce(this=e.this, expressions=[_pg_empty()])),
     jf.JsonElements: _pg_elements,
+    # PostgreSQL has no regexp_extract: the first group of regexp_match
+    exp.RegexpExtract: lambda self, e: f"(REGEXP_MATCH({self.sql(e.this)}, {self.sql(e.expression)}))[{self.sql(e.args.get('group') or exp.Literal.number(0))}]",
 }
 
 

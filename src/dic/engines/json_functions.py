@@ -21,74 +21,74 @@ from sqlglot import exp
 ONE, MANY, UNKNOWN = "one", "many", "unknown"
 
 
-class JsonGet(exp.Func):
+class JsonGet(exp.Expression, exp.Func):
     """JSON value at a path of single-valued elements: `this.a.b`."""
 
     arg_types = {"this": True, "steps": True}
 
 
-class JsonGetAll(exp.Func):
+class JsonGetAll(exp.Expression, exp.Func):
     """Collection of every value along a path, FHIR arrays flattened: `this.name.given`."""
 
     arg_types = {"this": True, "steps": True}
 
 
-class JsonText(exp.Func):
+class JsonText(exp.Expression, exp.Func):
     """A JSON value as text: strings without quotes, other values as JSON text."""
 
     arg_types = {"this": True}
 
 
-class ToJson(exp.Func):
+class ToJson(exp.Expression, exp.Func):
     """A SQL scalar (text, number, boolean) as a JSON value."""
 
     arg_types = {"this": True}
 
 
-class CollectionOf(exp.Func):
+class CollectionOf(exp.Expression, exp.Func):
     """The collection of the given JSON values, NULLs left out."""
 
     arg_types = {"expressions": True}
     is_var_len_args = True
 
 
-class CollectionFilter(exp.Func):
+class CollectionFilter(exp.Expression, exp.Func):
     """Elements of collection `this` for which `condition` (over the element `var`) is true."""
 
     arg_types = {"this": True, "var": True, "condition": True}
 
 
-class CollectionFlatMap(exp.Func):
+class CollectionFlatMap(exp.Expression, exp.Func):
     """Concatenation of collection `body` computed for each element `var` of collection `this`."""
 
     arg_types = {"this": True, "var": True, "body": True}
 
 
-class CollectionAt(exp.Func):
+class CollectionAt(exp.Expression, exp.Func):
     """Element at 0-based `index` of collection `this` (a JSON value, NULL if out of range)."""
 
     arg_types = {"this": True, "index": True}
 
 
-class CollectionCount(exp.Func):
+class CollectionCount(exp.Expression, exp.Func):
     """Number of elements (0 for NULL)."""
 
     arg_types = {"this": True}
 
 
-class CollectionJoin(exp.Func):
+class CollectionJoin(exp.Expression, exp.Func):
     """Text of the elements joined with `separator` (NULL elements left out)."""
 
     arg_types = {"this": True, "separator": True}
 
 
-class CollectionToJson(exp.Func):
+class CollectionToJson(exp.Expression, exp.Func):
     """A collection as one JSON array value (the representation of collection columns)."""
 
     arg_types = {"this": True}
 
 
-class JsonElements(exp.Func):
+class JsonElements(exp.Expression, exp.Func):
     """Table source: one row per element of collection `this`, columns `value` and 1-based `idx`,
     under table alias `alias`. Used as the `this` of a (lateral) JOIN."""
 
