@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -37,7 +37,9 @@ class ExportBehaviour:
     file_429_once: bool = False
     kickoff_error: tuple[int, str] | None = None  # (status, diagnostics) answered at kick-off
     status_error: tuple[int, str] | None = None  # (status, diagnostics) answered by the status URL
+    status_transient_once: bool = False  # one 500 whose OperationOutcome has issue code `transient`
     error_outcomes: list[dict[str, Any]] = field(default_factory=list)  # served as an error file
+    deleted_bundles: list[dict[str, Any]] = field(default_factory=list)  # served as the `deleted` file
     range_support: bool = True
     cut_after_bytes: dict[str, int] = field(default_factory=dict)  # file name -> cut once after K bytes
     give_count: bool = True  # put `count` into the manifest's output entries
@@ -72,6 +74,8 @@ class BulkExportServer:
         self.file_bytes = {name: data for _, name, data in self.outputs}
         if behaviour.error_outcomes:
             self.file_bytes["errors.ndjson"] = ndjson(behaviour.error_outcomes)
+        if behaviour.deleted_bundles:
+            self.file_bytes["deleted.ndjson"] = ndjson(behaviour.deleted_bundles)
         self.requests: list[SeenRequest] = []
         self.jobs: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
@@ -82,7 +86,7 @@ class BulkExportServer:
         self.base_url = self.origin + "/fhir"
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
 
-    def __enter__(self) -> BulkExportServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -114,13 +118,16 @@ class BulkExportServer:
         error = []
         if self.behaviour.error_outcomes:
             error.append({"type": "OperationOutcome", "url": f"{self.origin}/files/errors.ndjson"})
-        return {
+        manifest: dict[str, Any] = {
             "transactionTime": job["transaction_time"],
             "request": job["request"],
             "requiresAccessToken": self.behaviour.requires_access_token,
             "output": output,
             "error": error,
         }
+        if self.behaviour.deleted_bundles:
+            manifest["deleted"] = [{"type": "Bundle", "url": f"{self.origin}/files/deleted.ndjson"}]
+        return manifest
 
 
 def _handler(server: BulkExportServer) -> type[BaseHTTPRequestHandler]:
@@ -128,8 +135,9 @@ def _handler(server: BulkExportServer) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet tests
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         # ------------------------------------------------ plumbing
@@ -148,7 +156,10 @@ def _handler(server: BulkExportServer) -> type[BaseHTTPRequestHandler]:
         def _record(self) -> SeenRequest:
             split = urlsplit(self.path)
             seen = SeenRequest(
-                self.command, split.path, parse_qs(split.query), {k.lower(): v for k, v in self.headers.items()}
+                self.command,
+                split.path,
+                parse_qs(split.query),
+                {k.lower(): v for k, v in self.headers.items()},
             )
             with server.lock:
                 server.requests.append(seen)
@@ -163,7 +174,7 @@ def _handler(server: BulkExportServer) -> type[BaseHTTPRequestHandler]:
             return False
 
         # ------------------------------------------------ routes
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             seen = self._record()
             if match := _KICKOFF.fullmatch(seen.path):
                 self._kick_off(seen, match.group(1))
@@ -174,7 +185,7 @@ def _handler(server: BulkExportServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._outcome(404, f"unknown path {seen.path}", "not-found")
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             seen = self._record()
             job_id = seen.path.removeprefix("/status/")
             if not self._authorized(seen):
@@ -221,6 +232,9 @@ def _handler(server: BulkExportServer) -> type[BaseHTTPRequestHandler]:
                 return
             if behaviour.status_429_once and server.once("status-429"):
                 self._outcome(429, "too many requests", "throttled")
+                return
+            if behaviour.status_transient_once and server.once("status-transient"):
+                self._outcome(500, "status store briefly unavailable, retry later", "transient")
                 return
             if behaviour.status_error:
                 self._outcome(*behaviour.status_error)

@@ -10,6 +10,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from bulk_export_server import BulkExportServer, ExportBehaviour, ndjson, operation_outcome
 
@@ -20,13 +21,17 @@ FAST = {"backoff_s": 0.01, "backoff_cap_s": 0.05, "timeout_s": 5.0}
 
 
 # ---------------------------------------------------------------- realistic resources
+MII_PATIENT_PROFILE = (
+    "https://www.medizininformatik-initiative.de/fhir/core/modul-person/StructureDefinition/Patient"
+)
+
+
 def patients(n: int) -> list[dict[str, Any]]:
     return [
         {
             "resourceType": "Patient",
             "id": f"p{i:04d}",
-            "meta": {"profile": ["https://www.medizininformatik-initiative.de/fhir/core/modul-person/"
-                                 "StructureDefinition/Patient"]},
+            "meta": {"profile": [MII_PATIENT_PROFILE]},
             "identifier": [{"system": "https://example.org/fhir/sid/pid", "value": f"PID{i:06d}"}],
             "gender": "female" if i % 2 else "male",
             "birthDate": f"{1940 + i % 60}-0{1 + i % 9}-1{i % 10}",
@@ -41,14 +46,33 @@ def observations(n: int) -> list[dict[str, Any]]:
             "resourceType": "Observation",
             "id": f"o{i:05d}",
             "status": "final",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                      "code": "laboratory"}]}],
-            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7",
-                                 "display": "Glucose [Mass/volume] in Serum or Plasma"}]},
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "laboratory",
+                        }
+                    ]
+                }
+            ],
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://loinc.org",
+                        "code": "2345-7",
+                        "display": "Glucose [Mass/volume] in Serum or Plasma",
+                    }
+                ]
+            },
             "subject": {"reference": f"Patient/p{i % 20:04d}"},
             "effectiveDateTime": f"2024-03-{1 + i % 28:02d}T08:30:00+01:00",
-            "valueQuantity": {"value": 70 + i % 60, "unit": "mg/dL", "system": "http://unitsofmeasure.org",
-                              "code": "mg/dL"},
+            "valueQuantity": {
+                "value": 70 + i % 60,
+                "unit": "mg/dL",
+                "system": "http://unitsofmeasure.org",
+                "code": "mg/dL",
+            },
         }
         for i in range(n)
     ]
@@ -60,10 +84,20 @@ def conditions(n: int) -> list[dict[str, Any]]:
         {
             "resourceType": "Condition",
             "id": f"c{i:04d}",
-            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                           "code": "active"}]},
-            "code": {"coding": [{"system": "http://fhir.de/CodeSystem/bfarm/icd-10-gm", "version": "2024",
-                                 "code": codes[i % 4]}]},
+            "clinicalStatus": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+                ]
+            },
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://fhir.de/CodeSystem/bfarm/icd-10-gm",
+                        "version": "2024",
+                        "code": codes[i % 4],
+                    }
+                ]
+            },
             "subject": {"reference": f"Patient/p{i % 20:04d}"},
             "recordedDate": "2023-11-02",
         }
@@ -109,7 +143,11 @@ def test_exports_every_file_byte_for_byte(tmp_path: Path) -> None:
 def test_type_and_since_parameters_are_sent_and_select_files(tmp_path: Path) -> None:
     with serve() as server:
         result = export_to_folder(
-            server.base_url, tmp_path, resource_types=["Patient", "Condition"], since="2024-01-01T00:00:00Z", **FAST
+            server.base_url,
+            tmp_path,
+            resource_types=["Patient", "Condition"],
+            since="2024-01-01T00:00:00Z",
+            **FAST,
         )
         query = server.seen("GET", "/fhir/$export")[0].query
         assert query["_type"] == ["Patient,Condition"]
@@ -232,8 +270,10 @@ def test_a_lasting_503_is_raised_after_the_retry_budget(tmp_path: Path) -> None:
 
 
 def test_error_files_are_downloaded_and_reported(tmp_path: Path) -> None:
-    outcomes = [operation_outcome("Patient/p0007: consent withdrawn, not exported"),
-                operation_outcome("Observation/o00012: invalid reference")]
+    outcomes = [
+        operation_outcome("Patient/p0007: consent withdrawn, not exported"),
+        operation_outcome("Observation/o00012: invalid reference"),
+    ]
     with serve(error_outcomes=outcomes) as server:
         result = export_to_folder(server.base_url, tmp_path, **FAST)
     assert len(result.files) == 3
@@ -297,7 +337,9 @@ KILLED_CLIENT = textwrap.dedent(
 
 def test_killed_client_resumes_without_downloading_complete_files_again(tmp_path: Path) -> None:
     with serve() as server:
-        run = subprocess.run([sys.executable, "-c", KILLED_CLIENT, server.base_url, str(tmp_path)], timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-c", KILLED_CLIENT, server.base_url, str(tmp_path)], check=False, timeout=60
+        )
         assert run.returncode == -9
         assert (tmp_path / "Patient.001.ndjson").exists()
         assert not (tmp_path / "Observation.001.ndjson").exists()
@@ -327,3 +369,44 @@ def test_a_folder_of_another_export_is_refused(tmp_path: Path) -> None:
         export_to_folder(server.base_url, tmp_path, resource_types=["Patient"], **FAST)
         with pytest.raises(InputError, match="different export"):
             export_to_folder(server.base_url, tmp_path, **FAST)
+
+
+def test_a_part_file_that_is_already_whole_is_finished_without_download(tmp_path: Path) -> None:
+    # killed after the last byte arrived but before the rename: the server answers 416
+    with serve() as server:
+        export_to_folder(server.base_url, tmp_path, **FAST)
+        final = tmp_path / "Observation.001.ndjson"
+        final.rename(final.with_name(final.name + ".part"))
+        state = orjson.loads((tmp_path / STATE_FILE).read_bytes())
+        del state["files"][f"{server.origin}/files/Observation-1.ndjson"]
+        (tmp_path / STATE_FILE).write_bytes(orjson.dumps(state))
+        result = export_to_folder(server.base_url, tmp_path, **FAST)
+        assert_same_as_source(result, server)
+        last = server.seen("GET", "/files/Observation-1.ndjson")[-1]
+        assert last.headers["range"] == f"bytes={len(server.file_bytes['Observation-1.ndjson'])}-"
+
+
+def test_transient_outcome_on_status_is_retried(tmp_path: Path) -> None:
+    with serve(status_transient_once=True) as server:
+        result = export_to_folder(server.base_url, tmp_path, **FAST)
+        assert len(result.files) == 3
+        assert len(server.seen("GET", "/status/")) == 2
+
+
+def test_deleted_bundles_of_a_since_export_are_downloaded_apart(tmp_path: Path) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": "Patient/p0003"}}],
+    }
+    with serve(deleted_bundles=[bundle]) as server:
+        result = export_to_folder(server.base_url, tmp_path, since="2026-01-01T00:00:00Z", **FAST)
+    assert [(f.resource_type, f.line_count) for f in result.deleted_files] == [("Bundle", 1)]
+    assert result.deleted_files[0].path == tmp_path / "deleted" / "Bundle.001.ndjson"
+    assert orjson.loads(result.deleted_files[0].path.read_bytes()) == bundle
+
+
+def test_the_token_is_never_written_to_the_state_file(tmp_path: Path) -> None:
+    with serve(token="s3cret") as server:
+        export_to_folder(server.base_url, tmp_path, token="s3cret", **FAST)
+    assert b"s3cret" not in (tmp_path / STATE_FILE).read_bytes()

@@ -15,8 +15,9 @@ Follows https://hl7.org/fhir/uv/bulkdata/export.html (Bulk Data Access IG, STU 2
 Everything the next run needs to carry on lives in a state file in `dest/`: the status URL,
 the manifest and which files are complete. Files are written as `<name>.part` and renamed
 when complete; a cut download resumes with an HTTP `Range` request when the server
-supports it. Error files (OperationOutcomes) go to `dest/error/` so that the data files in
-`dest/` can be loaded on their own: load `BulkExportResult.files`, not the whole folder.
+supports it. Error files (OperationOutcomes) go to `dest/error/` and the `deleted` files (Bundles of
+DELETE requests, for exports with `_since`) to `dest/deleted/`: load `BulkExportResult.files`
+and then `deleted_files`, not the whole folder. The bearer token is never written to disk.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -40,9 +41,15 @@ from dic.errors import InputError, SiteError
 
 STATE_FILE = ".bulk-export-state"  # JSON; no FHIR file suffix, so folder loading skips it
 ERROR_FOLDER = "error"
+DELETED_FOLDER = "deleted"
 PART_SUFFIX = ".part"
 OUTPUT_FORMAT = "application/fhir+ndjson"
 TRANSIENT_STATUSES = frozenset({429, 503, 504})
+# IssueType `transient` and its children: a 5xx carrying one of these means "try again later"
+TRANSIENT_ISSUE_CODES = frozenset(
+    {"transient", "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled"}
+)
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 CHUNK_BYTES = 1 << 16
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -77,6 +84,7 @@ class BulkExportResult:
     status_url: str
     files: list[ExportedFile]
     error_files: list[ExportedFile]
+    deleted_files: list[ExportedFile]  # Bundles of DELETE requests (exports with _since); load after `files`
     error_messages: list[str]  # OperationOutcome diagnostics from the error files
     reused_files: int = 0  # complete files found from an earlier run, not downloaded again
     status_deleted: bool = False
@@ -128,7 +136,7 @@ class _Session:
                     ) from error
                 time.sleep(self.backoff(attempt))
                 continue
-            if response.status_code in TRANSIENT_STATUSES and not last:
+            if _is_transient(response) and not last:
                 time.sleep(_retry_after_s(response) or self.backoff(attempt))
                 continue
             return response
@@ -260,8 +268,21 @@ def _retry_after_s(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _is_transient(response: httpx.Response) -> bool:
+    if response.status_code in TRANSIENT_STATUSES:
+        return True
+    if response.status_code < 500:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    issues = body.get("issue") if isinstance(body, dict) else None
+    return bool(issues) and all(issue.get("code") in TRANSIENT_ISSUE_CODES for issue in issues)
 
 
 def _site_error(site: str, response: httpx.Response, what: str) -> SiteError:
@@ -293,11 +314,21 @@ def _download_all(session: _Session, dest: Path) -> BulkExportResult:
     manifest = session.state["manifest"]
     with_token = bool(manifest.get("requiresAccessToken"))
     base = session.state["status_url"]
-    files, error_files, reused = [], [], 0
-    for kind, folder, out in (("output", dest, files), ("error", dest / ERROR_FOLDER, error_files)):
+    files: list[ExportedFile] = []
+    error_files: list[ExportedFile] = []
+    deleted_files: list[ExportedFile] = []
+    reused = 0
+    kinds = (
+        ("output", dest, files),
+        ("error", dest / ERROR_FOLDER, error_files),
+        ("deleted", dest / DELETED_FOLDER, deleted_files),
+    )
+    for kind, folder, out in kinds:
         numbers: dict[str, int] = {}
         for item in manifest.get(kind) or []:
-            resource_type = item.get("type", "Unknown")
+            resource_type = item.get("type", "")
+            if not _RESOURCE_TYPE.fullmatch(resource_type) or not item.get("url"):
+                raise SiteError(session.site, 200, f"manifest {kind} entry {item!r}: no valid type and url")
             numbers[resource_type] = numbers.get(resource_type, 0) + 1
             url = urljoin(base, item["url"])
             path = folder / f"{resource_type}.{numbers[resource_type]:03d}.ndjson"
@@ -324,6 +355,7 @@ def _download_all(session: _Session, dest: Path) -> BulkExportResult:
         status_url=base,
         files=files,
         error_files=error_files,
+        deleted_files=deleted_files,
         error_messages=messages,
         reused_files=reused,
     )
@@ -349,7 +381,12 @@ def _download(session: _Session, url: str, path: Path, with_token: bool) -> tupl
                     part.unlink()  # the part does not fit the file: start again
                     continue
                 encoded = response.headers.get("Content-Encoding", "identity") != "identity"
-                if response.status_code == 206 and offset and _range_start(response) == offset and not encoded:
+                if (
+                    response.status_code == 206
+                    and offset
+                    and _range_start(response) == offset
+                    and not encoded
+                ):
                     mode = "ab"
                 elif response.status_code == 200:
                     mode, offset = "wb", 0
@@ -363,8 +400,9 @@ def _download(session: _Session, url: str, path: Path, with_token: bool) -> tupl
                         out.write(chunk)
                         out.flush()  # what is reported is on disk, for a resume after a kill
                         offset += len(chunk)
-                        session.report(ExportProgress("download", path=path, bytes_done=offset,
-                                                      bytes_total=total_bytes))
+                        session.report(
+                            ExportProgress("download", path=path, bytes_done=offset, bytes_total=total_bytes)
+                        )
             break
         except httpx.TransportError as error:
             if attempt == session.max_retries:
@@ -373,7 +411,9 @@ def _download(session: _Session, url: str, path: Path, with_token: bool) -> tupl
                 ) from error
             time.sleep(session.backoff(attempt))
     else:
-        raise SiteError(session.site, None, f"download {url}: no complete answer after {attempt + 1} attempts")
+        raise SiteError(
+            session.site, None, f"download {url}: no complete answer after {attempt + 1} attempts"
+        )
     line_count = _count_lines(part)
     os.replace(part, path)
     return path.stat().st_size, line_count
