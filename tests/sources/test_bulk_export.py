@@ -410,3 +410,14 @@ def test_the_token_is_never_written_to_the_state_file(tmp_path: Path) -> None:
     with serve(token="s3cret") as server:
         export_to_folder(server.base_url, tmp_path, token="s3cret", **FAST)
     assert b"s3cret" not in (tmp_path / STATE_FILE).read_bytes()
+
+
+def test_an_expired_export_says_to_start_again(tmp_path: Path) -> None:
+    with serve(polls_in_progress=1000) as server:
+        with pytest.raises(SiteError):
+            export_to_folder(server.base_url, tmp_path, max_wait_s=0.05, backoff_s=0.02)
+        server.jobs.clear()  # the site expired the export
+        with pytest.raises(SiteError) as caught:
+            export_to_folder(server.base_url, tmp_path, **FAST)
+    assert caught.value.status == 404
+    assert "expired or deleted" in str(caught.value)

@@ -44,6 +44,7 @@ ERROR_FOLDER = "error"
 DELETED_FOLDER = "deleted"
 PART_SUFFIX = ".part"
 OUTPUT_FORMAT = "application/fhir+ndjson"
+STATUS_ACCEPT = "application/json, application/fhir+json"  # manifest, or an OperationOutcome
 TRANSIENT_STATUSES = frozenset({429, 503, 504})
 # IssueType `transient` and its children: a 5xx carrying one of these means "try again later"
 TRANSIENT_ISSUE_CODES = frozenset(
@@ -229,7 +230,7 @@ def _wait_for_manifest(session: _Session, status_url: str, max_wait_s: float) ->
     deadline = time.monotonic() + max_wait_s
     attempt = 0
     while True:
-        response = session.send("GET", status_url, session.headers("application/json"))
+        response = session.send("GET", status_url, session.headers(STATUS_ACCEPT))
         if response.status_code == 200:
             try:
                 manifest = response.json()
@@ -238,6 +239,12 @@ def _wait_for_manifest(session: _Session, status_url: str, max_wait_s: float) ->
             if not isinstance(manifest, dict) or "output" not in manifest:
                 raise SiteError(session.site, 200, f"{status_url}: manifest has no 'output'")
             return manifest
+        if response.status_code in (404, 410):
+            raise _site_error(
+                session.site,
+                response,
+                f"export status {status_url} (expired or deleted: start again in an empty folder)",
+            )
         if response.status_code != 202:
             raise _site_error(session.site, response, f"export status {status_url}")
         session.report(ExportProgress("in-progress", detail=response.headers.get("X-Progress", "")))
