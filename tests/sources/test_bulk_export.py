@@ -262,9 +262,10 @@ def test_failed_export_status_is_a_site_error(tmp_path: Path) -> None:
 
 
 def test_a_lasting_503_is_raised_after_the_retry_budget(tmp_path: Path) -> None:
-    with serve(status_error=(503, "overloaded")) as server, pytest.raises(SiteError) as caught:
-        export_to_folder(server.base_url, tmp_path, max_retries=2, **FAST)
-        assert len(server.seen("GET", "/status/")) == 3
+    with serve(status_error=(503, "overloaded")) as server:
+        with pytest.raises(SiteError) as caught:
+            export_to_folder(server.base_url, tmp_path, max_retries=2, **FAST)
+        assert len(server.seen("GET", "/status/")) == 3  # first try and two retries, then it gives up
     assert caught.value.status == 503
     assert "/status/" in str(caught.value) and "overloaded" in str(caught.value)
 
