@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from dic.cli.app import app, settings
-from dic.cli.output import console, print_json, print_rows
+from dic.cli.output import console, errors, print_json, print_rows
 from dic.engines import Engine, parse_sql
 from dic.errors import InputError
 from dic.repository import (
@@ -63,11 +63,7 @@ def load(
     db = open_repository(settings.repo)
     try:
         if bulk_export:
-            from dic.sources import export_to_folder
-
-            dest = download_dir or settings.repo / "downloads" / "bulk-export"
-            result = export_to_folder(bulk_export, dest, token=token, resource_types=resource_type or None, since=since)
-            paths = [*(paths or []), *[f.path for f in result.files]]
+            paths = [*(paths or []), *_bulk_export(bulk_export, token, resource_type, since, download_dir)]
         if not paths:
             raise InputError("nothing to load: give files or folders, or --bulk-export URL")
         files = find_fhir_files(paths)
@@ -91,6 +87,23 @@ def load(
         print_json([r.as_dict() for r in reports])
     else:
         print_batches(reports)
+
+
+def _bulk_export(url: str, token: str | None, types: list[str] | None, since: str | None,
+                 download_dir: Path | None) -> list[Path]:
+    """Download (or resume) a $export; the data files first, then the deletions."""
+    from dic.sources import export_to_folder
+
+    dest = download_dir or settings.repo / "downloads" / "bulk-export"
+    with console.status(f"$export from {url}", spinner="dots") as spinner:
+        def show(event) -> None:
+            detail = event.detail or (event.path.name if event.path else "")
+            spinner.update(f"$export {event.phase} {detail}".strip())
+
+        result = export_to_folder(url, dest, token=token, resource_types=types or None, since=since, progress=show)
+    for message in result.error_messages:
+        errors.print(f"warning: the server reported: {message}", markup=False, highlight=False)
+    return [*(f.path for f in result.files), *(f.path for f in result.deleted_files)]
 
 
 @app.command()
