@@ -96,8 +96,12 @@ def _duck_unwrap_arrays(source: exp.Expression) -> exp.Expression:
     return _f("flatten", _f("list_transform", source, _lambda(v, body)))
 
 
+def _over_collection(e: jf.JsonGetAll) -> bool:
+    return bool(e.args.get("collection"))
+
+
 def _duck_get_all(self: Generator, e: jf.JsonGetAll) -> str:
-    collection: exp.Expression | None = None
+    collection: exp.Expression | None = e.this if _over_collection(e) else None
     pending: list[tuple[str, str]] = []
     for name, cardinality in jf.steps_of(e):
         if cardinality == jf.UNKNOWN:
@@ -222,7 +226,8 @@ def _pg_elements(self: Generator, e: jf.JsonElements) -> str:
 
 POSTGRES_TRANSFORMS: dict[type[exp.Expression], Transform] = {
     jf.JsonGet: lambda self, e: self.sql(_f("jsonb_extract_path", e.this, *[_s(n) for n, _ in jf.steps_of(e)])),
-    jf.JsonGetAll: lambda self, e: self.sql(_f("jsonb_path_query_array", e.this, _s(_jsonpath(jf.steps_of(e), True)))),
+    jf.JsonGetAll: lambda self, e: self.sql(_f("jsonb_path_query_array", e.this, _s(
+        _jsonpath(jf.steps_of(e), True).replace("$", "$[*]" if _over_collection(e) else "$", 1)))),
     jf.JsonText: _pg_text,
     jf.ToJson: lambda self, e: self.sql(_f("to_jsonb", e.this)),
     jf.CollectionOf: _pg_of,
@@ -246,7 +251,7 @@ def _spark_array_of(text: exp.Expression) -> exp.Expression:
 
 
 def _spark_get_all(self: Generator, e: jf.JsonGetAll) -> str:
-    collection: exp.Expression = exp.Array(expressions=[e.this])
+    collection: exp.Expression = e.this if _over_collection(e) else exp.Array(expressions=[e.this])
     for name, cardinality in jf.steps_of(e):
         v = exp.to_identifier("v", quoted=True)
         member = _f("get_json_object", exp.column(v), _s(f"$.{name}"))

@@ -28,9 +28,11 @@ class JsonGet(exp.Expression, exp.Func):
 
 
 class JsonGetAll(exp.Expression, exp.Func):
-    """Collection of every value along a path, FHIR arrays flattened: `this.name.given`."""
+    """Collection of every value along a path, FHIR arrays flattened: `this.name.given`.
 
-    arg_types = {"this": True, "steps": True}
+    With `collection` true, `this` is a collection and the path starts at each element."""
+
+    arg_types = {"this": True, "steps": True, "collection": False}
 
 
 class JsonText(exp.Expression, exp.Func):
