@@ -17,7 +17,7 @@ from itertools import product
 from typing import Any
 
 from dic.errors import DefinitionError, Problem
-from dic.views.fhirpath import FhirPath, FhirPathEvaluationError, FhirPathSyntaxError
+from dic.views.fhirpath import FhirPath, FhirPathEvaluationError, FhirPathSyntaxError, plain_value
 from dic.views.view_definition import Column, Select, ViewDefinition
 
 INTEGER_TYPES = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
@@ -159,7 +159,7 @@ def _run(path: FhirPath, focus: Any, variables: dict, pointer: str, evaluation: 
 
 def _is_true(path: FhirPath, resource: Mapping, pointer: str, evaluation: _Evaluation) -> bool:
     result = _run(path, resource, {**evaluation.constants, "rowIndex": 0}, pointer, evaluation, resource)
-    return len(result) == 1 and result[0] is True
+    return len(result) == 1 and plain_value(result[0]) is True
 
 
 def _repeat_nodes(focus: Any, paths: list[FhirPath], variables: dict, plan: _SelectPlan,

@@ -196,7 +196,16 @@ def _high_boundary(ctx: dict, inputs: list, precision: Any = None) -> list:
     return [b for b in (_boundary(i, high=True) for i in inputs) if b is not None]
 
 
+def _join(ctx: dict, inputs: list, separator: str | list = "") -> str:
+    # The library gives {} for an empty input; SQL-on-FHIR expects "" (fhirpath.json "string join").
+    values = [get_data(i) for i in inputs if not _is_extension_only(i)]
+    if not all(isinstance(v, str) for v in values):
+        raise FhirPathEvaluationError("join() needs a collection of strings")
+    return (separator if isinstance(separator, str) else "").join(values)
+
+
 FUNCTIONS: dict[str, dict] = {
+    "join": {"fn": _join, "arity": {0: [], 1: ["String"]}},
     "getResourceKey": {"fn": _resource_key, "arity": {0: []}},
     "getReferenceKey": {"fn": _reference_key, "arity": {0: [], 1: ["TypeSpecifier"]}},
     "lowBoundary": {"fn": _low_boundary, "arity": {0: [], 1: ["Integer"]}},
@@ -315,6 +324,7 @@ class FhirPath:
             "vars": {"context": focus, "ucum": "http://unitsofmeasure.org", **(variables or {})},
             "model": R4_MODEL,
             "userInvocationTable": FUNCTIONS,
+            "$this": root,  # the library sets $this only inside where()/select(); views use it at the focus
         }
         try:
             return arraify(do_eval(ctx, root, self.ast["children"][0]))
