@@ -18,7 +18,6 @@ from dic.cli.output import console, print_json, print_rows
 from dic.cli.repository_commands import print_batches
 from dic.engines import Engine
 from dic.repository import init_repository, load_paths, open_repository, quarantine_list, resource_counts
-from dic.synth import write_bad_samples, write_ndjson
 from dic.views import load_catalog, refresh_views
 
 
@@ -29,6 +28,8 @@ def demo(
     out: Path = typer.Option(Path("dic-demo"), help="Folder for the generated data and the demo repository."),
 ) -> None:
     """Generate, load, reload, materialize and summarize: the product on one page."""
+    from dic.synth import write_bad_samples, write_ndjson
+
     started = time.perf_counter()
     if out.exists():
         shutil.rmtree(out)

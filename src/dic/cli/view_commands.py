@@ -6,7 +6,7 @@ import typer
 
 from dic.cli.app import app, settings
 from dic.cli.output import console, errors, print_json, print_rows
-from dic.engines import Engine
+from dic.engines import Engine, render
 from dic.errors import InputError, NotCompilableError
 from dic.repository import open_repository, read_config, user_views_folder
 from dic.views import compile_view, load_catalog, refresh_views, view_columns, view_status
@@ -73,7 +73,7 @@ def show(name: str = typer.Argument(..., help="A view name from 'dic views list'
         raise InputError(f"unknown view '{name}'; see 'dic views list'")
     engine = read_config(settings.repo).engine if (settings.repo / "config.json").exists() else Engine.duckdb
     try:
-        sql = compile_view(view).sql(engine)
+        sql = render(compile_view(view).select(), engine, pretty=True)
     except NotCompilableError as error:
         sql = f"-- evaluated in Python: {error}"
     columns = view_columns(view)

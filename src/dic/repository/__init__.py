@@ -1,6 +1,6 @@
 """The repository: raw FHIR resources with provenance and history, quarantine, load batches."""
 
-from dic.repository.load import BatchReport, ensure_schema, load_paths, load_records
+from dic.repository.load import BatchReport, drop_schema, ensure_schema, load_paths, load_records
 from dic.repository.status import (
     quarantine_list,
     quarantine_record,
@@ -19,6 +19,7 @@ from dic.repository.store import (
 __all__ = [
     "BatchReport",
     "RepositoryConfig",
+    "drop_schema",
     "ensure_schema",
     "init_repository",
     "load_paths",

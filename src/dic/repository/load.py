@@ -64,6 +64,12 @@ def ensure_schema(db: Database) -> None:
         db.create_table(name, columns, step=f"create {name}")
 
 
+def drop_schema(db: Database) -> None:
+    """Drop every repository table (scratch repositories of conformance runs)."""
+    for name in TABLES:
+        db.drop_table(name, step=f"drop {name}")
+
+
 @cache
 def _classify_template() -> exp.Expression:
     return parse_sql((files("dic.repository") / "sql" / "classify_changes.sql").read_text())
