@@ -30,7 +30,9 @@ def _cases() -> list[Any]:
         for case in json.loads(path.read_text())["tests"]:
             reason = KNOWN_FAILURES.get((path.name, case["title"]))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            params.append(pytest.param(path.name, case["title"], id=f"{path.stem}: {case['title']}", marks=marks))
+            params.append(
+                pytest.param(path.name, case["title"], id=f"{path.stem}: {case['title']}", marks=marks)
+            )
     return params
 
 
@@ -58,3 +60,78 @@ def test_suite_report(shared_data: Path, tmp_path: Path) -> None:
     assert len(written) == 22
     assert written["basic.json"]["tests"][0] == {"name": "basic attribute", "result": {"passed": True}}
     assert sum(len(f["tests"]) for f in written.values()) == 134
+
+
+# --- the runner itself, on made-up cases (no shared data needed) ----------------------------
+
+
+def _failing(error: Exception):
+    def run(view: dict, resources: list[dict]) -> list[dict]:
+        raise error
+
+    return run
+
+
+def _returning(rows: list[dict]):
+    return lambda view, resources: rows
+
+
+def test_rows_compare_in_any_order_with_canonical_numbers() -> None:
+    case = {"title": "t", "view": {}, "expect": [{"a": 1, "b": [2]}, {"a": 2.5, "b": []}]}
+    assert run_case(case, [], _returning([{"a": 2.5, "b": []}, {"a": 1.0, "b": [2.0]}])).passed
+    result = run_case(case, [], _returning([{"a": 1, "b": [2]}, {"a": 1, "b": [2]}]))
+    assert not result.passed
+    assert result.reason == (
+        'rows differ: expected 2, got 2; missing [\'{"a": 2.5, "b": []}\']; '
+        'unexpected [\'{"a": 1, "b": [2]}\']'
+    )
+
+
+def test_expect_columns_checks_the_order() -> None:
+    case = {"title": "t", "view": {}, "expectColumns": ["a", "b"], "expect": [{"a": 1, "b": 2}]}
+    assert run_case(case, [], _returning([{"a": 1, "b": 2}])).passed
+    result = run_case(case, [], _returning([{"b": 2, "a": 1}]))
+    assert (result.passed, result.reason) == (False, "expected columns ['a', 'b'], got ['b', 'a']")
+
+
+def test_expect_error_needs_a_dic_error() -> None:
+    from dic.errors import DefinitionError, EngineError
+
+    case = {"title": "t", "view": {}, "expectError": True}
+    assert run_case(case, [], _failing(DefinitionError("v", []))).passed
+    assert run_case(case, [], _failing(EngineError("duckdb", "run", "SELECT 1", RuntimeError("x")))).passed
+    assert run_case(case, [], _returning([])).reason == "expected an error, got 0 row(s)"
+    crashed = run_case(case, [], _failing(KeyError("boom")))
+    assert (crashed.passed, crashed.reason) == (False, "crashed: KeyError: 'boom'")
+
+
+def test_format_lines_and_report(tmp_path: Path) -> None:
+    (tmp_path / "b.json").write_text(
+        json.dumps(
+            {
+                "resources": [],
+                "tests": [
+                    {"title": "ok", "view": {}, "expect": []},
+                    {"title": "bad", "view": {}, "expect": [{"a": 1}]},
+                ],
+            }
+        )
+    )
+    (tmp_path / "a.json").write_text(
+        json.dumps({"resources": [], "tests": [{"title": "first", "view": {}, "expect": []}]})
+    )
+    report = run_suite(tmp_path, _returning([]))
+    assert (report.passed, report.failed) == (2, 1)
+    assert list(format_lines(report)) == [
+        "PASS a.json: first",
+        "PASS b.json: ok",
+        "FAIL b.json: bad (rows differ: expected 1, got 0; missing ['{\"a\": 1}']; unexpected [])",
+        "2 passed, 1 failed",
+    ]
+    assert report.to_report()["b.json"]["tests"][1] == {
+        "name": "bad",
+        "result": {
+            "passed": False,
+            "error": "rows differ: expected 1, got 0; missing ['{\"a\": 1}']; unexpected []",
+        },
+    }

@@ -66,10 +66,14 @@ def test_every_problem_is_reported_with_its_pointer() -> None:
         Problem("/select/2/forEach", "Input should be a valid string (got int)"),
         Problem("/constant/0", "a constant needs exactly one value[x] element (found none)"),
         Problem("/constant/1/name", "'2bad' is not a valid name (^[A-Za-z][A-Za-z0-9_]*$)"),
-        Problem("/constant/1", "a constant needs exactly one value[x] element (found valueString, valueCode)"),
+        Problem(
+            "/constant/1", "a constant needs exactly one value[x] element (found valueString, valueCode)"
+        ),
         Problem("/select/0/column/1/name", "'last name' is not a valid name (^[A-Za-z][A-Za-z0-9_]*$)"),
         Problem("/select/0/column/2/path", "unknown function 'frist()'. Did you mean 'first()'?"),
-        Problem("/select/1", "forEach and forEachOrNull cannot be combined in one select; nest a select instead"),
+        Problem(
+            "/select/1", "forEach and forEachOrNull cannot be combined in one select; nest a select instead"
+        ),
         Problem("/select/3/unionAll/0/column/1/path", "unknown constant '%usee'. Did you mean '%use'?"),
         Problem(
             "/select/3/unionAll/1/column/0/path",
@@ -103,7 +107,9 @@ def test_missing_and_unknown_resource() -> None:
     ]
     raw = copy.deepcopy(VALID)
     raw["resource"] = "Patinet"
-    assert _problems(raw) == [Problem("/resource", "'Patinet' is not an R4 resource type. Did you mean 'Patient'?")]
+    assert _problems(raw) == [
+        Problem("/resource", "'Patinet' is not an R4 resource type. Did you mean 'Patient'?")
+    ]
 
 
 def test_not_an_object() -> None:
@@ -127,8 +133,14 @@ def test_fhirpath_that_does_not_parse(path: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("where", "problem"),
     [
-        ("name.where(use = 'official')", "a where path must yield a boolean, but 'name.where(use = 'official')' yields HumanName"),
-        ("contact.name.family.first()", "a where path must yield a boolean, but 'contact.name.family.first()' yields string"),
+        (
+            "name.where(use = 'official')",
+            "a where path must yield a boolean, but 'name.where(use = 'official')' yields HumanName",
+        ),
+        (
+            "contact.name.family.first()",
+            "a where path must yield a boolean, but 'contact.name.family.first()' yields string",
+        ),
         ("Patient.birthDate", "a where path must yield a boolean, but 'Patient.birthDate' yields date"),
         ("active", None),
         ("name.exists() and gender = 'male'", None),
@@ -151,20 +163,30 @@ def test_union_branches_may_repeat_names_and_nested_names_count_once() -> None:
         "resource": "Patient",
         "select": [
             {"column": [{"name": "id", "path": "id"}]},
-            {"unionAll": [{"forEach": "telecom", "column": [{"name": "tel", "path": "value"}]},
-                          {"forEach": "contact.telecom", "column": [{"name": "tel", "path": "value"}]}]},
+            {
+                "unionAll": [
+                    {"forEach": "telecom", "column": [{"name": "tel", "path": "value"}]},
+                    {"forEach": "contact.telecom", "column": [{"name": "tel", "path": "value"}]},
+                ]
+            },
             {"select": [{"column": [{"name": "tel", "path": "'x'"}]}]},
         ],
     }
-    assert _problems(raw) == [Problem("/select", "column name 'tel' is used more than once in the view's output")]
+    assert _problems(raw) == [
+        Problem("/select", "column name 'tel' is used more than once in the view's output")
+    ]
     raw["select"].pop()
     assert [c.name for c in validate_view(raw).select[1].unionAll[0].column] == ["tel"]
 
 
 def test_repeat_with_foreach_and_empty_repeat() -> None:
-    raw = {"resource": "QuestionnaireResponse",
-           "select": [{"repeat": ["item"], "forEach": "answer", "column": [{"name": "a", "path": "linkId"}]},
-                      {"repeat": [], "column": [{"name": "b", "path": "linkId"}]}]}
+    raw = {
+        "resource": "QuestionnaireResponse",
+        "select": [
+            {"repeat": ["item"], "forEach": "answer", "column": [{"name": "a", "path": "linkId"}]},
+            {"repeat": [], "column": [{"name": "b", "path": "linkId"}]},
+        ],
+    }
     assert _problems(raw) == [
         Problem("/select/0", "forEach and repeat cannot be combined in one select; nest a select instead"),
         Problem("/select/1/repeat", "repeat needs at least one path"),

@@ -26,7 +26,9 @@ Runner = Callable[[dict, list[dict]], list[dict]]
 
 def run_reference(view_json: dict, resources: list[dict]) -> list[dict]:
     """The reference evaluator as a suite runner: validate, then evaluate."""
-    view = validate_view(view_json, view_json.get("name") or "<test view>" if isinstance(view_json, dict) else "<test view>")
+    view = validate_view(
+        view_json, view_json.get("name") or "<test view>" if isinstance(view_json, dict) else "<test view>"
+    )
     return list(evaluate_view(view, resources))
 
 
@@ -109,7 +111,7 @@ def run_case(case: dict, resources: list[dict], run: Runner) -> CaseResult:
         if case.get("expectError"):
             return CaseResult(title, True)
         return CaseResult(title, False, f"{type(error).__name__}: {_first_line(error)}")
-    except Exception as error:  # a crash of the runner is a failed case, not an aborted suite
+    except Exception as error:  # noqa: BLE001 (a crashing runner is a failed case, not an aborted suite)
         return CaseResult(title, False, f"crashed: {type(error).__name__}: {_first_line(error)}")
     return CaseResult(title, *compare_rows(case, rows))
 
@@ -135,7 +137,10 @@ def compare_rows(case: dict, rows: list[dict]) -> tuple[bool, str | None]:
         if got != want:
             missing = list((want - got).elements())[:3]
             extra = list((got - want).elements())[:3]
-            return False, f"rows differ: expected {len(case['expect'])}, got {len(rows)}; missing {missing}; unexpected {extra}"
+            return (
+                False,
+                f"rows differ: expected {len(case['expect'])}, got {len(rows)}; missing {missing}; unexpected {extra}",
+            )
     return True, None
 
 

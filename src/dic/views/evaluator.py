@@ -108,7 +108,9 @@ def _plan(select: Select, pointer: str, evaluation: _Evaluation) -> _SelectPlan:
     return _SelectPlan(
         pointer=pointer,
         columns=[
-            _ColumnPlan(c, _compile(c.path, f"{pointer}/column/{i}/path", evaluation), f"{pointer}/column/{i}")
+            _ColumnPlan(
+                c, _compile(c.path, f"{pointer}/column/{i}/path", evaluation), f"{pointer}/column/{i}"
+            )
             for i, c in enumerate(select.column)
         ],
         selects=[_plan(s, f"{pointer}/select/{i}", evaluation) for i, s in enumerate(select.select)],
@@ -150,7 +152,9 @@ def _describe(resource: Mapping) -> str:
     return f"{resource.get('resourceType')}/{resource.get('id')}"
 
 
-def _run(path: FhirPath, focus: Any, variables: dict, pointer: str, evaluation: _Evaluation, resource: Mapping) -> list:
+def _run(
+    path: FhirPath, focus: Any, variables: dict, pointer: str, evaluation: _Evaluation, resource: Mapping
+) -> list:
     try:
         return path.evaluate(focus, variables)
     except FhirPathEvaluationError as error:
@@ -162,8 +166,14 @@ def _is_true(path: FhirPath, resource: Mapping, pointer: str, evaluation: _Evalu
     return len(result) == 1 and plain_value(result[0]) is True
 
 
-def _repeat_nodes(focus: Any, paths: list[FhirPath], variables: dict, plan: _SelectPlan,
-                  evaluation: _Evaluation, resource: Mapping) -> list:
+def _repeat_nodes(
+    focus: Any,
+    paths: list[FhirPath],
+    variables: dict,
+    plan: _SelectPlan,
+    evaluation: _Evaluation,
+    resource: Mapping,
+) -> list:
     """Every node reached from `focus` by any of `paths`, recursively, depth first (focus excluded)."""
     found = []
     for position, path in enumerate(paths):
@@ -173,7 +183,9 @@ def _repeat_nodes(focus: Any, paths: list[FhirPath], variables: dict, plan: _Sel
     return found
 
 
-def _rows(plan: _SelectPlan, focus: Any, row_index: int, evaluation: _Evaluation, resource: Mapping) -> list[dict]:
+def _rows(
+    plan: _SelectPlan, focus: Any, row_index: int, evaluation: _Evaluation, resource: Mapping
+) -> list[dict]:
     variables = {**evaluation.constants, "rowIndex": row_index}
     if plan.for_each is not None:
         foci = _run(plan.for_each, focus, variables, plan.pointer, evaluation, resource)
@@ -202,12 +214,15 @@ def _null_row(plan: _SelectPlan, evaluation: _Evaluation, resource: Mapping) -> 
     return row
 
 
-def _focus_rows(plan: _SelectPlan, focus: Any, row_index: int, evaluation: _Evaluation,
-                resource: Mapping) -> list[dict]:
+def _focus_rows(
+    plan: _SelectPlan, focus: Any, row_index: int, evaluation: _Evaluation, resource: Mapping
+) -> list[dict]:
     parts = [[_column_values(plan, focus, row_index, evaluation, resource)]]
     parts.extend(_rows(nested, focus, row_index, evaluation, resource) for nested in plan.selects)
     if plan.union:
-        parts.append([row for branch in plan.union for row in _rows(branch, focus, row_index, evaluation, resource)])
+        parts.append(
+            [row for branch in plan.union for row in _rows(branch, focus, row_index, evaluation, resource)]
+        )
     rows = []
     for combination in product(*parts):
         merged: dict[str, Any] = {}
@@ -217,8 +232,9 @@ def _focus_rows(plan: _SelectPlan, focus: Any, row_index: int, evaluation: _Eval
     return rows
 
 
-def _column_values(plan: _SelectPlan, focus: Any, row_index: int, evaluation: _Evaluation,
-                   resource: Mapping) -> dict[str, Any]:
+def _column_values(
+    plan: _SelectPlan, focus: Any, row_index: int, evaluation: _Evaluation, resource: Mapping
+) -> dict[str, Any]:
     variables = {**evaluation.constants, "rowIndex": row_index}
     values = {}
     for column_plan in plan.columns:
@@ -226,14 +242,16 @@ def _column_values(plan: _SelectPlan, focus: Any, row_index: int, evaluation: _E
         try:
             found = column_plan.path.values(focus, variables)
         except FhirPathEvaluationError as error:
-            raise evaluation.fail(column_plan.pointer, f"failed on {_describe(resource)}: {error}", error) from error
+            raise evaluation.fail(
+                column_plan.pointer, f"failed on {_describe(resource)}: {error}", error
+            ) from error
         if column.collection:
             values[column.name] = [coerce_value(v, column.type) for v in found]
         elif len(found) > 1:
             raise evaluation.fail(
                 column_plan.pointer,
                 f"'{column.path}' gave {len(found)} values for {_describe(resource)}, but column '{column.name}' "
-                "is not a collection: add first() to the path or set \"collection\": true",
+                'is not a collection: add first() to the path or set "collection": true',
             )
         else:
             values[column.name] = coerce_value(found[0], column.type) if found else None

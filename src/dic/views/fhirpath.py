@@ -57,7 +57,7 @@ class FhirPathEvaluationError(ValueError):
 
 
 class _RaisingListener(ErrorListener):
-    def syntaxError(self, recognizer, offendingSymbol, line, column, msg, e):  # noqa: N802 (antlr API)
+    def syntaxError(self, recognizer, offendingSymbol, line, column, msg, e):
         raise FhirPathSyntaxError(f"syntax error at column {column + 1}: {msg}")
 
 
@@ -86,7 +86,9 @@ def parse_path(expression: str) -> dict:
     except Exception as error:  # antlr raises its own recognition errors on bad input
         raise FhirPathSyntaxError(f"syntax error: {error}") from error
     if tokens.LA(1) != Token.EOF:
-        raise FhirPathSyntaxError(f"syntax error: unexpected '{tokens.LT(1).text}' at column {tokens.LT(1).column + 1}")
+        raise FhirPathSyntaxError(
+            f"syntax error: unexpected '{tokens.LT(1).text}' at column {tokens.LT(1).column + 1}"
+        )
     ast_listener = ASTPathListener()
     ParseTreeWalker().walk(ast_listener, tree)
     return ast_listener.parentStack[0]
@@ -108,7 +110,7 @@ _REFERENCE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_his
 
 
 def reference_key(reference: str, resource_type: str | None = None) -> str | None:
-    """"Patient/p1" for "Patient/p1", ".../Patient/p1" or "Patient/p1/_history/2"; None otherwise."""
+    """ "Patient/p1" for "Patient/p1", ".../Patient/p1" or "Patient/p1/_history/2"; None otherwise."""
     match = _REFERENCE.search(reference)
     if match is None or (resource_type is not None and match.group(1) != resource_type):
         return None
@@ -148,7 +150,9 @@ def _date_boundary(match: re.Match, high: bool) -> str:
     return f"{year:04d}-{month_n:02d}-{day_n:02d}"
 
 
-def _time_boundary(hour: str | None, minute: str | None, second: str | None, fraction: str | None, high: bool) -> str:
+def _time_boundary(
+    hour: str | None, minute: str | None, second: str | None, fraction: str | None, high: bool
+) -> str:
     hour_n = int(hour) if hour else (23 if high else 0)
     minute_n = int(minute) if minute else (59 if high else 0)
     second_n = int(second) if second else (59 if high else 0)
@@ -242,15 +246,47 @@ def unknown_function_message(name: str) -> str:
 
 
 _BOOLEAN_FUNCTIONS = frozenset(
-    "exists empty all allTrue anyTrue allFalse anyFalse not hasValue contains startsWith endsWith matches "
-    "subsetOf supersetOf isDistinct is convertsToBoolean convertsToInteger convertsToDecimal convertsToString "
-    "convertsToDate convertsToDateTime convertsToTime convertsToQuantity".split()
+    [
+        "exists",
+        "empty",
+        "all",
+        "allTrue",
+        "anyTrue",
+        "allFalse",
+        "anyFalse",
+        "not",
+        "hasValue",
+        "contains",
+        "startsWith",
+        "endsWith",
+        "matches",
+        "subsetOf",
+        "supersetOf",
+        "isDistinct",
+        "is",
+        "convertsToBoolean",
+        "convertsToInteger",
+        "convertsToDecimal",
+        "convertsToString",
+        "convertsToDate",
+        "convertsToDateTime",
+        "convertsToTime",
+        "convertsToQuantity",
+    ]
 )
 _BOOLEAN_EXPRESSIONS = frozenset(
-    "EqualityExpression InequalityExpression AndExpression OrExpression XorExpression ImpliesExpression "
-    "MembershipExpression TypeExpression".split()
+    [
+        "EqualityExpression",
+        "InequalityExpression",
+        "AndExpression",
+        "OrExpression",
+        "XorExpression",
+        "ImpliesExpression",
+        "MembershipExpression",
+        "TypeExpression",
+    ]
 )
-_TYPE_PRESERVING = frozenset("first last single where tail skip take distinct".split())
+_TYPE_PRESERVING = frozenset(["first", "last", "single", "where", "tail", "skip", "take", "distinct"])
 
 
 def _member_type(owner: str, name: str) -> str | None:
@@ -293,7 +329,13 @@ def _type_of(node: dict, context: str | None) -> str | None:
         if name == context:  # `Patient.name` at the root
             return context
         found = _member_type(context, name)
-        return None if found is None else found.removeprefix("System.").lower() if found.startswith("System.") else found
+        return (
+            None
+            if found is None
+            else found.removeprefix("System.").lower()
+            if found.startswith("System.")
+            else found
+        )
     if kind == "FunctionInvocation":
         name = _identifier(node["children"][0]["children"][0])
         if name in _BOOLEAN_FUNCTIONS:
@@ -310,7 +352,7 @@ def _type_of(node: dict, context: str | None) -> str | None:
 class FhirPath:
     """One expression, parsed once; `evaluate` returns the typed nodes, `values` plain Python values."""
 
-    __slots__ = ("expression", "ast")
+    __slots__ = ("ast", "expression")
 
     def __init__(self, expression: str):
         self.expression = expression
@@ -337,7 +379,9 @@ class FhirPath:
 
 def _is_extension_only(node: Any) -> bool:
     # fhirpathpy represents a primitive's extensions (`_given`) as a node holding only them
-    return isinstance(node, ResourceNode) and isinstance(node.data, Mapping) and list(node.data) == ["extension"]
+    return (
+        isinstance(node, ResourceNode) and isinstance(node.data, Mapping) and list(node.data) == ["extension"]
+    )
 
 
 def plain_value(node: Any) -> Any:

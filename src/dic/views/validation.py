@@ -23,11 +23,11 @@ from pydantic import ValidationError
 
 from dic.errors import DefinitionError, Problem
 from dic.views.fhirpath import (
+    FUNCTION_NAMES,
     R4_MODEL,
     FhirPathSyntaxError,
     constants_used,
     functions_used,
-    FUNCTION_NAMES,
     parse_path,
     result_type,
     unknown_function_message,
@@ -39,14 +39,18 @@ NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 BUILT_IN_VARIABLES = frozenset({"rowIndex", "resource", "rootResource", "context", "ucum", "sct", "loinc"})
 _RESOURCE_BASES = {"DomainResource", "Resource"}
 RESOURCE_TYPES: frozenset[str] = frozenset(
-    name for name, parent in R4_MODEL["type2Parent"].items() if parent in _RESOURCE_BASES and name[0].isupper()
+    name
+    for name, parent in R4_MODEL["type2Parent"].items()
+    if parent in _RESOURCE_BASES and name[0].isupper()
 ) - {"DomainResource"}
 
 
 def validate_view(raw: Any, source: str = "<view>") -> ViewDefinition:
     """The parsed view, or DefinitionError(source, problems) listing every problem found."""
     if not isinstance(raw, dict):
-        raise DefinitionError(source, [Problem("", f"a ViewDefinition is a JSON object, not {type(raw).__name__}")])
+        raise DefinitionError(
+            source, [Problem("", f"a ViewDefinition is a JSON object, not {type(raw).__name__}")]
+        )
     problems = _structure_problems(raw)
     problems.extend(_ViewRules(raw).check())
     if problems:
@@ -85,9 +89,11 @@ class _ViewRules:
         self.raw = raw
         self.problems: list[Problem] = []
         constants = raw.get("constant")
-        self.constant_names = {
-            c["name"] for c in constants if isinstance(c, dict) and isinstance(c.get("name"), str)
-        } if isinstance(constants, list) else set()
+        self.constant_names = (
+            {c["name"] for c in constants if isinstance(c, dict) and isinstance(c.get("name"), str)}
+            if isinstance(constants, list)
+            else set()
+        )
         resource = raw.get("resource")
         self.resource_type = resource if isinstance(resource, str) and resource in RESOURCE_TYPES else None
 
@@ -145,7 +151,9 @@ class _ViewRules:
             return
         iterations = [k for k in ("forEach", "forEachOrNull", "repeat") if select.get(k) is not None]
         if len(iterations) > 1:
-            self.add(pointer, f"{' and '.join(iterations)} cannot be combined in one select; nest a select instead")
+            self.add(
+                pointer, f"{' and '.join(iterations)} cannot be combined in one select; nest a select instead"
+            )
         for key in ("forEach", "forEachOrNull"):
             if isinstance(select.get(key), str):
                 self._check_path(select[key], f"{pointer}/{key}")
@@ -163,7 +171,10 @@ class _ViewRules:
                     continue
                 name = column.get("name")
                 if isinstance(name, str) and not NAME.match(name):
-                    self.add(f"{pointer}/column/{i}/name", f"'{name}' is not a valid name (^[A-Za-z][A-Za-z0-9_]*$)")
+                    self.add(
+                        f"{pointer}/column/{i}/name",
+                        f"'{name}' is not a valid name (^[A-Za-z][A-Za-z0-9_]*$)",
+                    )
                 if isinstance(column.get("path"), str):
                     self._check_path(column["path"], f"{pointer}/column/{i}/path")
         for key in ("select", "unionAll"):
@@ -177,8 +188,10 @@ class _ViewRules:
             for i, branch in enumerate(union[1:], start=1):
                 names = _output_names(branch)
                 if names != first:
-                    self.add(f"{pointer}/unionAll/{i}",
-                             f"unionAll branches need the same columns in the same order: {names} differs from {first}")
+                    self.add(
+                        f"{pointer}/unionAll/{i}",
+                        f"unionAll branches need the same columns in the same order: {names} differs from {first}",
+                    )
 
     def _check_unique_names(self, selects: list) -> None:
         seen: set[str] = set()
