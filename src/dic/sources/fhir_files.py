@@ -25,6 +25,7 @@ RAW_LIMIT_BYTES = 64 * 1024
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 DOCUMENT_SUFFIXES = (".json", ".json.gz")
 _CHUNK = 1024 * 1024
+BUNDLES_OF_RESOURCES = frozenset({"collection", "transaction", "batch", "searchset", "history"})
 
 
 def is_fhir_file(path: Path) -> bool:
@@ -61,7 +62,10 @@ def read_fhir(path: Path) -> Iterator[Entry | Rejection]:
     if name.endswith(NDJSON_SUFFIXES):
         source = str(path)
         for item in _ndjson_lines(path):
-            yield item if isinstance(item, Rejection) else parse_line(source, *item)
+            if isinstance(item, Rejection):
+                yield item
+            else:
+                yield from parse_line(source, *item)
     elif name.endswith(DOCUMENT_SUFFIXES):
         yield from _read_document(path)
     else:
@@ -83,14 +87,28 @@ def _entry(resource: Any, source: str, position: str, raw: bytes, unchanged: boo
     return Entry.of(resource, source, position, raw if unchanged else None)
 
 
-def parse_line(source: str, line_no: int, text: bytes) -> Entry | Rejection:
-    """One NDJSON line (stripped, not empty) to an entry or a rejection."""
+def parse_line(source: str, line_no: int, text: bytes) -> Iterator[Entry | Rejection]:
+    """One NDJSON line (stripped, not empty): a resource, or the entries of a Bundle that
+    carries resources (the Bulk Data `deleted` file holds transaction Bundles of DELETEs)."""
     position = f"line {line_no}"
     try:
         resource = orjson.loads(text)
     except orjson.JSONDecodeError as error:
-        return _reject(source, position, f"invalid JSON: {error}", text)
-    return _entry(resource, source, position, text, unchanged=True)
+        yield _reject(source, position, f"invalid JSON: {error}", text)
+        return
+    if _carries_resources(resource):
+        yield from _read_bundle(resource, source, f"{position} ")
+    else:
+        yield _entry(resource, source, position, text, unchanged=True)
+
+
+def _carries_resources(document: Any) -> bool:
+    """A Bundle whose entries are resources to store; a document or message Bundle is itself one."""
+    return (
+        isinstance(document, dict)
+        and document.get("resourceType") == "Bundle"
+        and document.get("type") in BUNDLES_OF_RESOURCES
+    )
 
 
 def _ndjson_lines(path: Path) -> Iterator[tuple[int, bytes] | Rejection]:
@@ -134,13 +152,13 @@ def _read_document(path: Path) -> Iterator[Entry | Rejection]:
     except orjson.JSONDecodeError as error:
         yield _reject(source, "file", f"invalid JSON: {error}", data)
         return
-    if isinstance(document, dict) and document.get("resourceType") == "Bundle":
+    if _carries_resources(document):
         yield from _read_bundle(document, source)
     else:
         yield _entry(document, source, "resource", data)
 
 
-def _read_bundle(bundle: dict[str, Any], source: str) -> Iterator[Entry | Rejection]:
+def _read_bundle(bundle: dict[str, Any], source: str, prefix: str = "") -> Iterator[Entry | Rejection]:
     """Entries of a collection, searchset, transaction or batch Bundle.
 
     Transaction/batch entries follow `request`: PUT/POST store, DELETE retires.
@@ -149,11 +167,11 @@ def _read_bundle(bundle: dict[str, Any], source: str) -> Iterator[Entry | Reject
     """
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
-        yield _reject(source, "file", "Bundle.entry is not an array", orjson.dumps(bundle))
+        yield _reject(source, prefix.strip() or "file", "Bundle.entry is not an array", orjson.dumps(bundle))
         return
     urn_targets = _urn_targets(entries)
     for index, item in enumerate(entries):
-        position = f"entry {index}"
+        position = f"{prefix}entry {index}"
         raw = orjson.dumps(item)
         if not isinstance(item, dict):
             yield _reject(source, position, "Bundle entry is not an object", raw)
