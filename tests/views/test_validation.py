@@ -147,6 +147,8 @@ def test_fhirpath_that_does_not_parse(path: str, message: str) -> None:
         ("(gender = 'male').not()", None),
         ("deceased.ofType(boolean)", None),  # a choice: the model does not tell, so it is allowed
         ("%rowIndex", None),
+        ("deceased is boolean", None),
+        ("deceased as boolean", None),
     ],
 )
 def test_where_must_be_boolean_where_the_model_says(where: str, problem: str | None) -> None:

@@ -283,7 +283,6 @@ _BOOLEAN_EXPRESSIONS = frozenset(
         "XorExpression",
         "ImpliesExpression",
         "MembershipExpression",
-        "TypeExpression",
     ]
 )
 _TYPE_PRESERVING = frozenset(["first", "last", "single", "where", "tail", "skip", "take", "distinct"])
@@ -313,6 +312,8 @@ def _type_of(node: dict, context: str | None) -> str | None:
     kind = node["type"]
     if kind in _BOOLEAN_EXPRESSIONS:
         return "boolean"
+    if kind == "TypeExpression":  # `x is T` is a boolean, `x as T` is not known here
+        return "boolean" if node.get("terminalNodeText") == ["is"] else None
     if kind == "ParenthesizedTerm":
         return _type_of(node["children"][0], context)
     if kind in ("TermExpression", "InvocationTerm"):
