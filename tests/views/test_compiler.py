@@ -145,8 +145,11 @@ def test_sql_snapshot(case: str, engine: Engine) -> None:
 
 def test_scalar_paths_are_direct_json_extraction() -> None:
     sql = render(compile_view(_view(PATIENT_VIEW)).select(), Engine.duckdb)
-    assert "JSON_EXTRACT_STRING(\"r\".\"content\", '$.\"gender\"')" in sql
+    # DuckDB: every single-valued path of the resource read in one parse per row
+    assert """JSON_EXTRACT_STRING("content", ['$."id"', '$."gender"', '$."active"']) AS "_texts\"""" in sql
     assert "LATERAL" not in sql  # no row generation without forEach
+    postgres = render(compile_view(_view(PATIENT_VIEW)).select(), Engine.postgres)
+    assert """JSONB_EXTRACT_PATH_TEXT("r"."content", 'gender') AS "gender\"""" in postgres
 
 
 def test_output_columns_and_types() -> None:

@@ -159,6 +159,9 @@ DUCKDB_TRANSFORMS: dict[type[exp.Expression], Transform] = {
     jf.CollectionJoin: _duck_join,
     jf.CollectionToJson: lambda self, e: self.sql(exp.Coalesce(this=exp.cast(e.this, "JSON"), expressions=[exp.cast(_s("[]"), "JSON")])),
     jf.JsonElements: _duck_elements,
+    jf.JsonTextBundle: lambda self, e: self.sql(_f("json_extract_string", e.this, exp.Array(expressions=[
+        _s(_jsonpath(jf.steps_list(steps), False)) for steps in e.args["paths"].expressions]))),
+    jf.JsonTextPick: lambda self, e: self.sql(_f("list_extract", e.this, e.args["index"])),
 }
 
 
@@ -238,6 +241,8 @@ POSTGRES_TRANSFORMS: dict[type[exp.Expression], Transform] = {
     jf.CollectionJoin: _pg_join,
     jf.CollectionToJson: lambda self, e: self.sql(exp.Coalesce(this=e.this, expressions=[_pg_empty()])),
     jf.JsonElements: _pg_elements,
+    jf.JsonTextBundle: lambda self, e: "NULL",
+    jf.JsonTextPick: lambda self, e: self.sql(e.args["original"]),
     # PostgreSQL has no regexp_extract: the first group of regexp_match
     exp.RegexpExtract: lambda self, e: f"(REGEXP_MATCH({self.sql(e.this)}, {self.sql(e.expression)}))[{self.sql(e.args.get('group') or exp.Literal.number(0))}]",
 }
@@ -296,6 +301,8 @@ SPARK_TRANSFORMS: dict[type[exp.Expression], Transform] = {
     jf.CollectionJoin: lambda self, e: self.sql(_f("array_join", e.this, e.args["separator"])),
     jf.CollectionToJson: lambda self, e: self.sql(_f("to_json", e.this)),
     jf.JsonElements: _spark_elements,
+    jf.JsonTextBundle: lambda self, e: "NULL",
+    jf.JsonTextPick: lambda self, e: self.sql(e.args["original"]),
 }
 
 

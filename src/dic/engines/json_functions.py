@@ -97,6 +97,21 @@ class JsonElements(exp.Expression, exp.Func):
     arg_types = {"this": True, "alias": True}
 
 
+class JsonTextBundle(exp.Expression, exp.Func):
+    """Texts at several single-valued paths of one JSON value, for `JsonTextPick`: a per-row
+    extraction plan. DuckDB parses the document once for all paths; engines that keep JSON
+    parsed (PostgreSQL JSONB) or parse per call (Spark) render it as NULL and pick directly."""
+
+    arg_types = {"this": True, "paths": True}  # paths: an Array of steps_node arrays
+
+
+class JsonTextPick(exp.Expression, exp.Func):
+    """Item `index` (1-based) of a `JsonTextBundle` column; `original` is the same value as a
+    `JsonText(JsonGet(...))` for engines that do not bundle."""
+
+    arg_types = {"this": True, "index": True, "original": True}
+
+
 def steps_node(steps: Sequence[tuple[str, str]]) -> exp.Array:
     """Path steps as a sqlglot value: an array of (name, cardinality) tuples of literals."""
     return exp.Array(
@@ -107,9 +122,14 @@ def steps_node(steps: Sequence[tuple[str, str]]) -> exp.Array:
     )
 
 
+def steps_list(steps: exp.Expression) -> list[tuple[str, str]]:
+    """The (name, cardinality) steps of a `steps_node` array."""
+    return [(t.expressions[0].name, t.expressions[1].name) for t in steps.expressions]
+
+
 def steps_of(node: exp.Expression) -> list[tuple[str, str]]:
-    """The (name, cardinality) steps stored by `steps_node`."""
-    return [(t.expressions[0].name, t.expressions[1].name) for t in node.args["steps"].expressions]
+    """The (name, cardinality) steps of a node's `steps` argument."""
+    return steps_list(node.args["steps"])
 
 
 JSON_FUNCTIONS = (
@@ -125,4 +145,6 @@ JSON_FUNCTIONS = (
     CollectionJoin,
     CollectionToJson,
     JsonElements,
+    JsonTextBundle,
+    JsonTextPick,
 )

@@ -1,7 +1,7 @@
 SELECT
-  JSON_EXTRACT_STRING("r"."content", '$."id"') AS "id",
+  LIST_EXTRACT("r"."_texts", 1) AS "id",
   "r"."resource_type" || '/' || "r"."id" AS "patient_key",
-  JSON_EXTRACT_STRING("r"."content", '$."gender"') AS "gender",
+  LIST_EXTRACT("r"."_texts", 2) AS "gender",
   JSON_EXTRACT_STRING(
     LIST_EXTRACT(
       FLATTEN(
@@ -21,9 +21,14 @@ SELECT
     ),
     '$'
   ) AS "family",
-  CAST(JSON_EXTRACT_STRING("r"."content", '$."active"') AS BOOLEAN) AS "active",
+  CAST(LIST_EXTRACT("r"."_texts", 3) AS BOOLEAN) AS "active",
   "r"."resource_type" || '/' || "r"."id" AS "_key"
-FROM "resource" AS "r"
+FROM (
+  SELECT
+    *,
+    JSON_EXTRACT_STRING("content", ['$."id"', '$."gender"', '$."active"']) AS "_texts"
+  FROM "resource"
+) AS "r"
 WHERE
   "r"."resource_type" = 'Patient'
   AND NOT "r"."deleted"

@@ -14,7 +14,12 @@ SELECT
   ) -> CAST(0 AS INT)) #>> '{}') AS "family",
   CAST(JSONB_EXTRACT_PATH_TEXT("r"."content", 'active') AS BOOLEAN) AS "active",
   "r"."resource_type" || '/' || "r"."id" AS "_key"
-FROM "resource" AS "r"
+FROM (
+  SELECT
+    *,
+    NULL AS "_texts"
+  FROM "resource"
+) AS "r"
 WHERE
   "r"."resource_type" = 'Patient'
   AND NOT "r"."deleted"

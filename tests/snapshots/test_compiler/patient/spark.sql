@@ -22,7 +22,12 @@ SELECT
   ) AS `family`,
   CAST(GET_JSON_OBJECT(`r`.`content`, '$.active') AS BOOLEAN) AS `active`,
   CONCAT(`r`.`resource_type`, '/', `r`.`id`) AS `_key`
-FROM `resource` AS `r`
+FROM (
+  SELECT
+    *,
+    NULL AS `_texts`
+  FROM `resource`
+) AS `r`
 WHERE
   `r`.`resource_type` = 'Patient'
   AND NOT `r`.`deleted`
