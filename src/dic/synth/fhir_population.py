@@ -1,0 +1,875 @@
+"""A synthetic hospital population as FHIR R4 resources shaped like the MII core data set.
+
+    generate_population(patients, seed)  -> Iterator[dict]   (Patient first, then that patient's data)
+    write_ndjson(out_dir, patients, seed) -> {resource type: count}, Bulk-export style files
+    write_bad_samples(out_dir)            -> [(file, line, reason keyword)] for the quarantine demo
+
+The medicine is data (`catalog.yaml`: code lists, units, reference ranges, prevalences by age
+and sex); this module is the small engine over it, with no code per disease. Per block of
+patients, NumPy draws the bulk numbers (demographics, diseases, encounter dates, lab and vital
+values with their interpretation); a plain loop then assembles the resources. The research
+repository must never hold identifying data, so a Patient has gender, birth date, death date,
+a two-digit postcode prefix and country only, and its id is an opaque token.
+
+Same seed, same site, same years: byte-identical output. Memory stays bounded by one block.
+Coded sub-objects (CodeableConcepts, reference ranges) are shared between yielded resources
+to keep generation fast: copy a resource before mutating anything below its top level.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import random
+from collections.abc import Iterator
+from datetime import date, timedelta
+from functools import cache
+from gzip import GzipFile
+from itertools import accumulate
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from dic.errors import ConfigError, DefinitionError, Problem
+
+CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
+BLOCK_PATIENTS = 1000
+_FIRST_YEAR, _LAST_YEAR = 1900, 2080  # calendar table bounds (consent periods reach decades ahead)
+
+
+# ------------------------------------------------------------------ catalog (the declarations)
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Coded(_Entry):
+    code: str
+    display: str
+    weight: float = 1.0
+
+
+class Drug(_Entry):
+    atc: str
+    display: str
+    dose: float
+    unit: str
+    route: str
+    pct: float
+
+
+class Operation(_Entry):
+    ops: str
+    display: str
+    pct: float
+    classes: list[str] = []
+
+
+class Reason(_Entry):
+    icd: str
+    display: str
+    department: str
+    weight: float
+    classes: list[str]
+
+
+class LabShift(_Entry):
+    mean: float
+    sd: float
+    pct: float
+
+
+class Lab(_Entry):
+    loinc: str
+    display: str
+    unit: str
+    decimals: int
+    range: tuple[float, float] | None = None
+    female: tuple[float, float] | None = None
+    male: tuple[float, float] | None = None
+    mean: float | dict[Literal["female", "male"], float]
+    sd: float
+    log_normal: bool = False
+    pct: dict[str, float]
+
+    def limits(self, table: str) -> tuple[float, float]:
+        return self.range or getattr(self, table)
+
+    def mean_for(self, table: str) -> float:
+        return self.mean[table] if isinstance(self.mean, dict) else self.mean
+
+
+class EncounterClass(_Entry):
+    code: str
+    display: str
+    weight: float
+    contact_type: Coded
+    duration_minutes: tuple[int, int] | None = None
+    length_of_stay_days: float | None = None
+    hours: tuple[int, int]
+    coded_chronic_pct: float
+    lab_order_pct: float
+    vitals_pct: float
+    anthropometry_pct: float
+    admit_sources: dict[str, float]
+    discharge: dict[str, float]
+
+
+class Disease(_Entry):
+    id: str
+    department: str
+    course: Literal["chronic", "acute"]
+    onset_class: str
+    prevalent_pct: float
+    min_age: float
+    prevalence_pct: dict[Literal["female", "male"], list[float]]
+    risk_factors: dict[str, float] = {}
+    extra_encounters: float
+    icd: list[Coded]
+    followup: Coded | None = None
+    labs: dict[str, LabShift] = {}
+    procedures: list[Operation] = []
+    medications: list[Drug] = []
+    acute_medications: list[Drug] = []
+    body_mass_index_shift: float = 0.0
+    systolic_shift: float = 0.0
+    heart_rate_shift: float = 0.0
+
+
+class AgeBand(_Entry):
+    low: float
+    high: float
+    weight: float
+    death_pct: float
+
+
+class Sex(_Entry):
+    gender: Literal["female", "male", "other", "unknown"]
+    weight: float
+    table: Literal["female", "male"]
+
+
+class Population(_Entry):
+    sexes: list[Sex]
+    age_bands: list[AgeBand]
+    in_hospital_death_pct: float
+    postal_prefixes: dict[str, list[str]]
+    encounters_base: float
+    body_height_cm: dict[Literal["female", "male"], tuple[float, float]]
+    body_mass_index: tuple[float, float]
+    heart_rate: tuple[float, float]
+    systolic: tuple[float, float]
+    diastolic_per_systolic: float
+
+
+class Vital(_Entry):
+    loinc: str
+    display: str
+    unit: str | None = None
+    profile: str | None = None
+
+
+class SmokingValue(_Entry):
+    code: str
+    display: str
+    female: float
+    male: float
+
+
+class Smoking(_Entry):
+    loinc: str
+    display: str
+    values: list[SmokingValue]
+
+
+class ConsentModule(_Entry):
+    name: str
+    deny_pct: float
+    years: int
+    codes: list[Coded]
+
+
+class ConsentPolicy(_Entry):
+    no_consent_pct: float
+    refused_pct: float
+    policy_uri: str
+    modules: list[ConsentModule]
+
+
+class Catalog(_Entry):
+    systems: dict[str, str]
+    profiles: dict[str, str]
+    population: Population
+    diagnosis_use: dict[Literal["primary", "secondary"], Coded]
+    admit_sources: dict[str, str]
+    discharge_dispositions: dict[str, str]
+    encounter_classes: list[EncounterClass]
+    departments: dict[str, str]
+    encounter_reasons: list[Reason]
+    class_procedures: list[Operation]
+    inpatient_medications: list[Drug]
+    routes: dict[str, Coded]
+    labs: list[Lab]
+    vital_signs: dict[str, Vital]
+    smoking: Smoking
+    specimen: Coded
+    consent: ConsentPolicy
+    diseases: list[Disease]
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Catalog:
+        problems: list[str] = []
+        classes = {c.code for c in self.encounter_classes}
+        labs = {lab.loinc for lab in self.labs}
+        bands = len(self.population.age_bands)
+        seen: set[str] = set()
+        drugs = [*self.inpatient_medications]
+        for d in self.diseases:
+            where = f"/diseases/{d.id}"
+            problems += [f"{where}/risk_factors/{f}: not an earlier disease" for f in d.risk_factors if f not in seen]
+            problems += [f"{where}/labs/{code}: not in /labs" for code in d.labs if code not in labs]
+            problems += [f"{where}/prevalence_pct/{s}: needs {bands} values" for s, v in d.prevalence_pct.items()
+                         if len(v) != bands]
+            if d.department not in self.departments:
+                problems.append(f"{where}/department: unknown {d.department}")
+            if d.onset_class not in classes:
+                problems.append(f"{where}/onset_class: unknown {d.onset_class}")
+            drugs += [*d.medications, *d.acute_medications]
+            seen.add(d.id)
+        problems += [f"/encounter_reasons/{r.icd}/department: unknown" for r in self.encounter_reasons
+                     if r.department not in self.departments]
+        problems += [f"/{kind}/{c}: unknown encounter class" for kind, items in
+                     (("encounter_reasons", self.encounter_reasons), ("class_procedures", self.class_procedures))
+                     for item in items for c in item.classes if c not in classes]
+        problems += [f"/labs/{lab.loinc}: needs range, or female and male" for lab in self.labs
+                     if lab.range is None and (lab.female is None or lab.male is None)]
+        problems += [f"medication {d.atc}: unknown route {d.route}" for d in drugs if d.route not in self.routes]
+        for c in self.encounter_classes:
+            problems += [f"/encounter_classes/{c.code}/admit_sources/{k}: unknown" for k in c.admit_sources
+                         if k not in self.admit_sources]
+            problems += [f"/encounter_classes/{c.code}/discharge/{k}: unknown" for k in c.discharge
+                         if k not in self.discharge_dispositions]
+            if (c.duration_minutes is None) == (c.length_of_stay_days is None):
+                problems.append(f"/encounter_classes/{c.code}: needs duration_minutes or length_of_stay_days")
+        if not any(c.length_of_stay_days for c in self.encounter_classes):
+            problems.append("/encounter_classes: needs an inpatient class (with length_of_stay_days)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+@cache
+def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
+    """The generator's catalog, validated; every problem is reported at once."""
+    try:
+        return Catalog.model_validate(yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader))
+    except ValidationError as error:
+        problems = [Problem("/" + "/".join(str(p) for p in e["loc"]), e["msg"]) for e in error.errors()]
+        raise DefinitionError(str(path), problems) from error
+
+
+# ------------------------------------------------------------------ precomputed tables
+@cache
+def _calendar() -> tuple[list[str], list[str], list[str]]:
+    """ISO day strings, the Berlin UTC offset of each day (EU summer time rule), times of day."""
+    first = date(_FIRST_YEAR, 1, 1)
+    days = [(first + timedelta(d)).isoformat() for d in range((date(_LAST_YEAR, 1, 1) - first).days)]
+    offsets = []
+    for year in range(_FIRST_YEAR, _LAST_YEAR):
+        march, october = date(year, 3, 31), date(year, 10, 31)
+        summer_from = march - timedelta((march.weekday() + 1) % 7)
+        summer_to = october - timedelta((october.weekday() + 1) % 7)
+        length = (date(year + 1, 1, 1) - date(year, 1, 1)).days
+        offsets += ["+02:00" if summer_from <= date(year, 1, 1) + timedelta(d) < summer_to else "+01:00"
+                    for d in range(length)]
+    times = [f"T{m // 60:02d}:{m % 60:02d}:00" for m in range(1440)]
+    return days, offsets, times
+
+
+def _day(year: int, month: int = 1, day: int = 1) -> int:
+    return (date(year, month, day) - date(_FIRST_YEAR, 1, 1)).days
+
+
+def _cc(system: str, code: str, display: str, version: str | None = None) -> dict[str, Any]:
+    coding = {"system": system, "version": version, "code": code, "display": display}
+    return {"coding": [{k: v for k, v in coding.items() if v is not None}]}
+
+
+def _cum(weights: list[float]) -> list[float]:
+    return list(accumulate(weights))
+
+
+class _Tables:
+    """Everything derived once from the catalog: probabilities as arrays, codings as shared dicts."""
+
+    def __init__(self, cat: Catalog):
+        s, pop = cat.systems, cat.population
+        self.cat = cat
+        self.sex_p = np.array([x.weight for x in pop.sexes]) / sum(x.weight for x in pop.sexes)
+        self.sex_table = np.array([0 if x.table == "female" else 1 for x in pop.sexes])
+        self.genders = [x.gender for x in pop.sexes]
+        bands = pop.age_bands
+        self.band_p = np.array([b.weight for b in bands]) / sum(b.weight for b in bands)
+        self.band_low = np.array([b.low for b in bands])
+        self.band_span = np.array([b.high - b.low for b in bands])
+        self.death_p = np.array([b.death_pct / 100 for b in bands])
+        # diseases
+        ids = [d.id for d in cat.diseases]
+        self.prevalence = [np.array([d.prevalence_pct["female"], d.prevalence_pct["male"]]) / 100
+                           for d in cat.diseases]
+        self.risk = [[(ids.index(f), rr) for f, rr in d.risk_factors.items()] for d in cat.diseases]
+        self.min_age = np.array([d.min_age for d in cat.diseases])
+        self.extra_encounters = np.array([d.extra_encounters for d in cat.diseases])
+        self.icd_cum = [_cum([c.weight for c in d.icd]) for d in cat.diseases]
+        # encounters
+        classes = cat.encounter_classes
+        self.class_codes = [c.code for c in classes]
+        self.class_p = np.array([c.weight for c in classes]) / sum(c.weight for c in classes)
+        self.class_cc = [{"system": s["act_code"], "code": c.code, "display": c.display} for c in classes]
+        self.contact_types = [[_cc(s["contact_level"], "einrichtungskontakt", "Einrichtungskontakt"),
+                               _cc(s["contact_type"], c.contact_type.code, c.contact_type.display)] for c in classes]
+        self.admit = [(list(c.admit_sources), _cum(list(c.admit_sources.values()))) for c in classes]
+        self.discharge = [(list(c.discharge), _cum(list(c.discharge.values()))) for c in classes]
+        self.admit_cc = {k: _cc(s["admit_source"], k, v) for k, v in cat.admit_sources.items()}
+        self.discharge_cc = {k: _cc(s["discharge_disposition"], k, v) for k, v in cat.discharge_dispositions.items()}
+        self.department_cc = {k: [_cc(s["department"], k, v)] for k, v in cat.departments.items()}
+        self.reasons = [[r for r in cat.encounter_reasons if c.code in r.classes] for c in classes]
+        self.reason_cum = [_cum([r.weight for r in rs]) for rs in self.reasons]
+        self.class_procedures = [[p for p in cat.class_procedures if c.code in p.classes] for c in classes]
+        self.use = {k: [_cc(s["diagnosis_role"], v.code, v.display)] for k, v in cat.diagnosis_use.items()}
+        self.clinical = {k: _cc(s["condition_clinical"], k, k.capitalize()) for k in ("active", "resolved")}
+        self.verification = {k: _cc(s["condition_verification"], k, k.capitalize())
+                             for k in ("confirmed", "provisional")}
+        self.routes = {k: [_cc(s["snomed"], v.code, v.display)] for k, v in cat.routes.items()}
+        # observations
+        labs = cat.labs
+        self.lab_cc = [_cc(s["loinc"], lab.loinc, lab.display) for lab in labs]
+        self.lab_category = [
+            {"coding": [{"system": s["observation_category"], "code": "laboratory", "display": "Laboratory"},
+                        {"system": s["loinc"], "code": "26436-6", "display": "Laboratory studies (set)"}]}]
+        self.vital_category = [_cc(s["observation_category"], "vital-signs", "Vital Signs")]
+        self.social_category = [_cc(s["observation_category"], "social-history", "Social History")]
+        self.interpretation = [[_cc(s["interpretation"], c, d)] for c, d in (("N", "Normal"), ("H", "High"),
+                                                                           ("L", "Low"))]
+        self.reference_range = [[self._range(lab, t) for lab in labs] for t in ("female", "male")]
+        self.vitals = {k: _cc(s["loinc"], v.loinc, v.display) for k, v in cat.vital_signs.items()}
+        self.smoking_cc = _cc(s["loinc"], cat.smoking.loinc, cat.smoking.display)
+        self.smoking_values = [_cc(s["snomed"], v.code, v.display) for v in cat.smoking.values]
+        self.smoking_p = [np.array([getattr(v, t) for v in cat.smoking.values]) for t in ("female", "male")]
+        self.specimen_cc = _cc(s["snomed"], cat.specimen.code, cat.specimen.display)
+        self.consent_scope = _cc(s["consent_scope"], "research", "Research")
+        self.consent_category = [_cc(s["loinc"], "57016-8", "Privacy policy acknowledgment Document"),
+                                 _cc(s["consent_category"], "2.16.840.1.113883.3.1937.777.24.2.184",
+                                     "MII Broad Consent")]
+
+    def _range(self, lab: Lab, table: str) -> list[dict[str, Any]]:
+        low, high = lab.limits(table)
+        ucum = self.cat.systems["ucum"]
+        return [{"low": {"value": low, "unit": lab.unit, "system": ucum, "code": lab.unit},
+                 "high": {"value": high, "unit": lab.unit, "system": ucum, "code": lab.unit}}]
+
+
+@cache
+def _tables() -> _Tables:
+    return _Tables(load_catalog())
+
+
+def _pick(rand: random.Random, cum: list[float]) -> int:
+    return bisect.bisect(cum, rand.random() * cum[-1])
+
+
+# ------------------------------------------------------------------ the engine
+def generate_population(patients: int, seed: int, *, site: str = "site-a",
+                        years: tuple[int, int] = (2015, 2025)) -> Iterator[dict[str, Any]]:
+    """Yield a synthetic population's FHIR R4 resources, each patient's Patient first.
+
+    About 50 resources per patient on average (Encounter, Condition, Procedure, Observation,
+    MedicationStatement, MedicationAdministration, Consent, Specimen). Deterministic in
+    (patients, seed, site, years); streams block by block.
+    """
+    if patients < 0 or seed < 0:
+        raise ConfigError(f"patients and seed must be >= 0 (got patients={patients}, seed={seed})")
+    if not (_FIRST_YEAR + 1 <= years[0] <= years[1] <= _LAST_YEAR - 50):
+        raise ConfigError(f"years must be within {_FIRST_YEAR + 1}..{_LAST_YEAR - 50}, first <= last "
+                          f"(got {years[0]}-{years[1]})")
+    tables = _tables()
+    site_key = int.from_bytes(hashlib.blake2b(site.encode(), digest_size=8).digest(), "big")
+    for block, first in enumerate(range(0, patients, BLOCK_PATIENTS)):
+        rng = np.random.default_rng([seed, site_key, block])
+        count = min(BLOCK_PATIENTS, patients - first)
+        yield from _Block(tables, rng, site, seed, years, first, count).resources()
+
+
+class _Block:
+    """One block of patients: bulk draws in NumPy up front, then resources patient by patient."""
+
+    def __init__(self, t: _Tables, rng: np.random.Generator, site: str, seed: int,
+                 years: tuple[int, int], first: int, n: int):
+        cat, pop = t.cat, t.cat.population
+        self.t, self.cat, self.n = t, cat, n
+        self.rand = random.Random(int(rng.integers(2**62)))
+        self.meta = {k: {"profile": [v], "source": f"urn:dic:site:{site}"} for k, v in cat.profiles.items()}
+        self.meta_source = {"source": f"urn:dic:site:{site}"}
+        self.vital_meta = {k: {"profile": [v.profile], "source": f"urn:dic:site:{site}"}
+                           for k, v in cat.vital_signs.items() if v.profile}
+        self.postal = pop.postal_prefixes.get(site, pop.postal_prefixes.get("default", ["00"]))
+        self.ids = [hashlib.blake2b(f"{site}:{seed}:{first + i}".encode(), digest_size=10).hexdigest()
+                    for i in range(n)]
+        win_start, win_end = _day(years[0]), _day(years[1], 12, 31)
+        d_count, labs = len(cat.diseases), cat.labs
+        # people
+        sex = rng.choice(len(t.sex_p), n, p=t.sex_p)
+        table = t.sex_table[sex]
+        band = rng.choice(len(t.band_p), n, p=t.band_p)
+        age_end = t.band_low[band] + rng.random(n) * t.band_span[band]
+        birth = win_end - (age_end * 365.25).astype(np.int64)
+        start = np.maximum(win_start, birth)
+        dead = rng.random(n) < t.death_p[band]
+        death = start + (rng.random(n) * (win_end - start + 1)).astype(np.int64)
+        end = np.where(dead, death, win_end)
+        # diseases, in catalog order so that risk factors see earlier diseases
+        has = np.zeros((n, d_count), dtype=bool)
+        u = rng.random((n, d_count))
+        for d in range(d_count):
+            p = t.prevalence[d][table, band]
+            for factor, relative_risk in t.risk[d]:
+                p = np.where(has[:, factor], p * relative_risk, p)
+            has[:, d] = (u[:, d] < p) & (age_end >= t.min_age[d])
+        # encounters
+        window_share = np.clip((end - start + 1) / (win_end - win_start + 1), 0.1, 1.0)
+        n_enc = np.minimum(1 + rng.poisson((pop.encounters_base + has @ t.extra_encounters) * window_share), 60)
+        owner = np.repeat(np.arange(n), n_enc)
+        e_count = len(owner)
+        eday = start[owner] + (rng.random(e_count) * (end - start + 1)[owner]).astype(np.int64)
+        eday = eday[np.lexsort((eday, owner))]
+        # labs: per patient distribution (sex, diseases), per encounter value and interpretation
+        lab_index = {lab.loinc: i for i, lab in enumerate(labs)}
+        female = table == 0
+        mean = np.array([np.where(female, lab.mean_for("female"), lab.mean_for("male")) for lab in labs]).T
+        sd = np.tile(np.array([lab.sd for lab in labs]), (n, 1))
+        boost = np.zeros((n, len(labs)))
+        for d in reversed(range(d_count)):
+            for code, shift in cat.diseases[d].labs.items():
+                rows, col = has[:, d], lab_index[code]
+                mean[rows, col], sd[rows, col] = shift.mean, shift.sd
+                boost[rows, col] = np.maximum(boost[rows, col], shift.pct / 100)
+        values = mean[owner] + sd[owner] * rng.standard_normal((e_count, len(labs)))
+        log_normal = np.array([lab.log_normal for lab in labs])
+        values[:, log_normal] = np.exp(values[:, log_normal])
+        values = np.maximum(values, 0.0)
+        limits = np.array([[lab.limits(s) for lab in labs] for s in ("female", "male")])  # (2, L, 2)
+        self.lab_values = []
+        for col, lab in enumerate(labs):
+            rounded = np.round(values[:, col], lab.decimals)
+            values[:, col] = rounded
+            self.lab_values.append(rounded.astype(np.int64).tolist() if lab.decimals == 0 else rounded.tolist())
+        e_limits = limits[table[owner]]
+        self.lab_flag = np.where(values > e_limits[:, :, 1], 1, np.where(values < e_limits[:, :, 0], 2, 0)).tolist()
+        self.lab_u = rng.random((e_count, len(labs))).tolist()
+        self.lab_boost = boost.tolist()
+        self.lab_p = [[lab.pct.get(c.code, 0.0) / 100 for lab in labs] for c in cat.encounter_classes]
+        # vital signs
+        growth = np.clip((eday - birth[owner]) / 365.25 / 18, 0, 1)
+        heights = np.array([pop.body_height_cm["female"], pop.body_height_cm["male"]])[table]
+        height = (heights[:, 0] + heights[:, 1] * rng.standard_normal(n))[owner] * (0.3 + 0.7 * growth)
+        bmi_shift = np.array([dz.body_mass_index_shift for dz in cat.diseases])
+        bmi = np.clip(pop.body_mass_index[0] + pop.body_mass_index[1] * rng.standard_normal(n) + has @ bmi_shift,
+                      16, 60)[owner] * (0.62 + 0.38 * growth) * (1 + 0.03 * rng.standard_normal(e_count))
+        height = np.round(height)
+        weight = np.round(bmi * (height / 100) ** 2, 1)
+        self.height, self.weight = height.astype(np.int64).tolist(), weight.tolist()
+        self.bmi = np.round(weight / (height / 100) ** 2, 1).tolist()
+        hr_shift = np.array([dz.heart_rate_shift for dz in cat.diseases])
+        self.heart_rate = np.clip(np.round(pop.heart_rate[0] + (has @ hr_shift)[owner] + pop.heart_rate[1]
+                                           * rng.standard_normal(e_count)), 35, 190).astype(np.int64).tolist()
+        sys_shift = np.array([dz.systolic_shift for dz in cat.diseases])
+        systolic = np.clip(np.round(pop.systolic[0] + (has @ sys_shift)[owner]
+                                    + pop.systolic[1] * rng.standard_normal(e_count)), 80, 230)
+        self.systolic = systolic.astype(np.int64).tolist()
+        self.diastolic = np.clip(np.round(pop.diastolic_per_systolic * systolic + 6 * rng.standard_normal(e_count)),
+                                 40, 140).astype(np.int64).tolist()
+        # smoking status per patient (children: never)
+        cum = [np.cumsum(p / p.sum()) for p in t.smoking_p]
+        u_smoke = rng.random(n)
+        smoke = np.where(female, np.searchsorted(cum[0], u_smoke), np.searchsorted(cum[1], u_smoke))
+        self.smoke = np.where(age_end < 14, 0, np.minimum(smoke, len(cum[0]) - 1)).tolist()
+        # encounter timing draws
+        self.u_time, self.u_duration = rng.random(e_count).tolist(), rng.random(e_count).tolist()
+        los_means = [c.length_of_stay_days or 1.0 for c in cat.encounter_classes]
+        self.los = [rng.geometric(1 / m, e_count).tolist() for m in los_means]
+        self.classes = rng.choice(len(t.class_p), e_count, p=t.class_p).tolist()
+        self.eday = eday.tolist()
+        self.offsets = np.concatenate([[0], np.cumsum(n_enc)]).tolist()
+        self.has = has.tolist()
+        self.sex, self.birth, self.dead = sex.tolist(), birth.tolist(), dead.tolist()
+        self.death, self.table = death.tolist(), table.tolist()
+        self.coding: dict[tuple, dict[str, Any]] = {}
+        self.class_codes_index = {c.code: k for k, c in enumerate(cat.encounter_classes)}
+        self.inpatient = next(k for k, c in enumerate(cat.encounter_classes) if c.length_of_stay_days)
+
+    # -------------------------------------------------------------- helpers
+    def _coded(self, system: str, code: str, display: str, year: str) -> dict[str, Any]:
+        key = (system, code, year)
+        found = self.coding.get(key)
+        if found is None:
+            found = self.coding[key] = _cc(self.cat.systems[system], code, display, year)
+        return found
+
+    def _quantity(self, value: float, unit: str) -> dict[str, Any]:
+        return {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+
+    # -------------------------------------------------------------- patients
+    def resources(self) -> Iterator[dict[str, Any]]:
+        for i in range(self.n):
+            yield from self._patient(i)
+
+    def _patient(self, i: int) -> list[dict[str, Any]]:
+        """The patient's resources, Patient first (a list: one patient is small)."""
+        t, cat, rand = self.t, self.cat, self.rand
+        days, offsets, times = _calendar()
+        pid = self.ids[i]
+        subject = "Patient/" + pid
+        o0, o1 = self.offsets[i], self.offsets[i + 1]
+        ne = o1 - o0
+        eday = self.eday[o0:o1]
+        classes = self.classes[o0:o1]
+        birth = self.birth[i]
+        # disease onsets: an encounter index and a day
+        onset_k: dict[int, int] = {}
+        onset_day: dict[int, int] = {}
+        icd: dict[int, int] = {}
+        incident: dict[int, list[int]] = {}
+        for d, present in enumerate(self.has[i]):
+            if not present:
+                continue
+            dz = cat.diseases[d]
+            first_day = birth + int(dz.min_age * 365.25)
+            lo = bisect.bisect_left(eday, first_day)
+            if lo >= ne:
+                continue
+            if lo == 0 and rand.random() * 100 < dz.prevalent_pct:
+                onset_k[d], onset_day[d] = 0, max(first_day, eday[0] - int(rand.random() * 3650))
+            else:
+                k = lo + int(rand.random() * (ne - lo))
+                onset_k[d], onset_day[d] = k, max(first_day, eday[k] - int(rand.random() * 21))
+                if k not in incident:
+                    classes[k] = self.class_codes_index[dz.onset_class]
+                incident.setdefault(k, []).append(d)
+            icd[d] = _pick(rand, t.icd_cum[d])
+        in_hospital = self.dead[i] and rand.random() * 100 < cat.population.in_hospital_death_pct
+        if in_hospital:
+            classes[-1] = self.inpatient
+        # encounter times (minutes since the calendar start); no overlapping stays
+        starts, ends = [], []
+        previous_end = -1
+        for j in range(ne):
+            c = cat.encounter_classes[classes[j]]
+            h0, h1 = c.hours
+            s = eday[j] * 1440 + h0 * 60 + int(self.u_time[o0 + j] * (h1 - h0) * 60)
+            if s <= previous_end:
+                s = previous_end + 1440
+            if c.length_of_stay_days is not None:
+                e = (s // 1440 + self.los[classes[j]][o0 + j]) * 1440 + 540 + int(self.u_duration[o0 + j] * 300)
+            else:
+                m0, m1 = c.duration_minutes
+                e = s + m0 + int(self.u_duration[o0 + j] * (m1 - m0))
+            starts.append(s)
+            ends.append(e)
+            previous_end = e
+        death_minute = None
+        if self.dead[i]:
+            death_minute = ends[-1] if in_hospital else max(self.death[i] * 1440 + 720, ends[-1] + 1440)
+
+        def stamp(minute: int) -> str:
+            d = minute // 1440
+            return days[d] + times[minute - d * 1440] + offsets[d]
+
+        patient = {"resourceType": "Patient", "id": pid, "meta": dict(self.meta["Patient"]),
+                   "gender": t.genders[self.sex[i]], "birthDate": days[birth]}
+        if death_minute is not None:
+            patient["deceasedDateTime"] = stamp(death_minute)
+        patient["address"] = [{"type": "both", "postalCode": self.postal[int(rand.random() * len(self.postal))],
+                               "country": "DE"}]
+        out = [patient]
+        consent = self._consent(pid, subject, starts[0], stamp)
+        if consent is not None:
+            out.append(consent)
+        medications: list[tuple[Drug, int, int | None]] = []
+        for j in range(ne):
+            self._encounter(out, i, j, o0 + j, pid, subject, classes[j], starts[j], ends[j], stamp,
+                                       onset_k, onset_day, icd, incident.get(j, []), medications,
+                                       death_minute if (in_hospital and j == ne - 1) else None)
+        return out
+
+    # -------------------------------------------------------------- consent
+    def _consent(self, pid: str, subject: str, minute: int, stamp: Any) -> dict[str, Any] | None:
+        policy, rand, days = self.cat.consent, self.rand, _calendar()[0]
+        if rand.random() * 100 < policy.no_consent_pct:
+            return None
+        refused = rand.random() * 100 < policy.refused_pct
+        day = minute // 1440
+        system = self.cat.systems["consent_policy"]
+        provisions = []
+        for module in policy.modules:
+            denied = refused or rand.random() * 100 < module.deny_pct
+            period = {"start": days[day], "end": days[day + int(module.years * 365.25)]}
+            provisions += [{"type": "deny" if denied else "permit", "period": period,
+                            "code": [_cc(system, c.code, c.display)]} for c in module.codes]
+        longest = max(m.years for m in policy.modules)
+        return {
+            "resourceType": "Consent", "id": pid + "-consent", "meta": dict(self.meta["Consent"]),
+            "status": "active", "scope": self.t.consent_scope, "category": self.t.consent_category,
+            "patient": {"reference": subject}, "dateTime": stamp(minute),
+            "policy": [{"uri": policy.policy_uri}],
+            "provision": {"type": "deny", "period": {"start": days[day], "end": days[day + int(longest * 365.25)]},
+                          "provision": provisions},
+        }
+
+    # -------------------------------------------------------------- one encounter and what happened in it
+    def _encounter(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject: str, c: int, start: int, end: int,
+                   stamp: Any, onset_k: dict[int, int], onset_day: dict[int, int], icd: dict[int, int],
+                   incident: list[int], medications: list[tuple[Drug, int, int | None]],
+                   death_minute: int | None) -> None:
+        t, cat, rand = self.t, self.cat, self.rand
+        days = _calendar()[0]
+        klass = cat.encounter_classes[c]
+        eid = f"{pid}-e{j}"
+        encounter_ref = "Encounter/" + eid
+        day = start // 1440
+        year = days[day][:4]
+        start_s = stamp(start)
+        # diagnoses: (kind, index) with kind d = disease, f = follow-up of an acute disease, r = reason
+        coded: list[tuple[str, int]] = []
+        chronic: list[tuple[str, int]] = []
+        for d, k in onset_k.items():
+            dz = cat.diseases[d]
+            if k == j:
+                (coded if d in incident else chronic).append(("d", d))
+            elif k < j and rand.random() * 100 < klass.coded_chronic_pct:
+                if dz.course == "chronic":
+                    chronic.append(("d", d))
+                elif dz.followup is not None:
+                    coded.append(("f", d))
+        if incident:
+            primary = ("d", incident[0])
+        elif chronic and rand.random() < 0.4:
+            primary = chronic[int(rand.random() * len(chronic))]
+        else:
+            primary = ("r", _pick(rand, t.reason_cum[c]))
+        diagnoses = [primary] + [x for x in coded + chronic if x != primary]
+        department = (cat.diseases[primary[1]].department if primary[0] == "d"
+                      else t.reasons[c][primary[1]].department)
+        conditions, links = [], []
+        for m, (kind, idx) in enumerate(diagnoses):
+            cid = f"{pid}-c{j}-{m}"
+            if kind == "r":
+                reason = t.reasons[c][idx]
+                code, onset = self._coded("icd10gm", reason.icd, reason.display, year), days[day]
+            else:
+                dz = cat.diseases[idx]
+                entry = dz.icd[icd[idx]] if kind == "d" else dz.followup
+                code, onset = self._coded("icd10gm", entry.code, entry.display, year), days[onset_day[idx]]
+            verification = "provisional" if kind == "r" and rand.random() < 0.05 else "confirmed"
+            conditions.append({
+                "resourceType": "Condition", "id": cid, "meta": dict(self.meta["Condition"]),
+                "clinicalStatus": t.clinical["active"], "verificationStatus": t.verification[verification],
+                "code": code, "subject": {"reference": subject}, "encounter": {"reference": encounter_ref},
+                "onsetDateTime": onset, "recordedDate": start_s})
+            links.append({"condition": {"reference": "Condition/" + cid},
+                          "use": t.use["primary" if m == 0 else "secondary"], "rank": m + 1})
+        admit_codes, admit_cum = t.admit[c]
+        discharge_codes, discharge_cum = t.discharge[c]
+        discharge = "079" if death_minute is not None else discharge_codes[_pick(rand, discharge_cum)]
+        out.append({
+            "resourceType": "Encounter", "id": eid, "meta": dict(self.meta["Encounter"]), "status": "finished",
+            "class": t.class_cc[c], "type": t.contact_types[c], "serviceType": {"coding": t.department_cc[department]},
+            "subject": {"reference": subject}, "period": {"start": start_s, "end": stamp(end)},
+            "diagnosis": links,
+            "hospitalization": {"admitSource": t.admit_cc[admit_codes[_pick(rand, admit_cum)]],
+                                "dischargeDisposition": t.discharge_cc[discharge]},
+        })
+        out += conditions
+        # procedures: for the primary disease, and for the class
+        operations = [*t.class_procedures[c]]
+        if primary[0] == "d":
+            operations += cat.diseases[primary[1]].procedures
+        for m, op in enumerate(operations):
+            if rand.random() * 100 < op.pct:
+                out.append({"resourceType": "Procedure", "id": f"{pid}-p{j}-{m}", "meta": dict(self.meta["Procedure"]),
+                       "status": "completed", "code": self._coded("ops", op.ops, op.display, year),
+                       "subject": {"reference": subject}, "encounter": {"reference": encounter_ref},
+                       "performedDateTime": stamp(start + int(rand.random() * (end - start)))})
+        self._observations(out, i, j, e, pid, subject, encounter_ref, c, start, stamp)
+        self._medications(out, j, pid, subject, encounter_ref, c, start, end, stamp, year, onset_k,
+                                     onset_day, primary, medications)
+
+    def _observations(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject: str, encounter_ref: str, c: int,
+                      start: int, stamp: Any) -> None:
+        t, cat, rand = self.t, self.cat, self.rand
+        klass = cat.encounter_classes[c]
+        if rand.random() * 100 >= klass.lab_order_pct:
+            measured = []
+        else:
+            measured = [col for col, (u, p, b) in enumerate(zip(self.lab_u[e], self.lab_p[c], self.lab_boost[i]))
+                        if u < p or u < b]
+        if measured:
+            sid = f"{pid}-s{j}"
+            taken = stamp(start + 15 + int(rand.random() * 45))
+            out.append({"resourceType": "Specimen", "id": sid, "meta": dict(self.meta["Specimen"]), "status": "available",
+                   "type": t.specimen_cc, "subject": {"reference": subject}, "collection": {"collectedDateTime": taken}})
+            ranges, flags = t.reference_range[self.table[i]], self.lab_flag[e]
+            meta = self.meta["Observation"]
+            for col in measured:
+                lab = cat.labs[col]
+                out.append({"resourceType": "Observation", "id": f"{pid}-l{j}-{col}", "meta": dict(meta),
+                       "status": "final", "category": t.lab_category, "code": t.lab_cc[col],
+                       "subject": {"reference": subject}, "encounter": {"reference": encounter_ref},
+                       "effectiveDateTime": taken,
+                       "valueQuantity": self._quantity(self.lab_values[col][e], lab.unit),
+                       "interpretation": t.interpretation[flags[col]], "referenceRange": ranges[col],
+                       "specimen": {"reference": "Specimen/" + sid}})
+        vitals = cat.vital_signs
+        when = stamp(start + 5 + int(rand.random() * 20))
+        found: list[tuple[str, dict[str, Any]]] = []
+        if rand.random() * 100 < klass.vitals_pct:
+            found.append(("heart_rate", {"valueQuantity": self._quantity(self.heart_rate[e], vitals["heart_rate"].unit)}))
+            unit = vitals["systolic"].unit
+            found.append(("blood_pressure", {"component": [
+                {"code": t.vitals["systolic"], "valueQuantity": self._quantity(self.systolic[e], unit)},
+                {"code": t.vitals["diastolic"], "valueQuantity": self._quantity(self.diastolic[e], unit)}]}))
+        if rand.random() * 100 < klass.anthropometry_pct:
+            found += [("body_height", {"valueQuantity": self._quantity(self.height[e], vitals["body_height"].unit)}),
+                      ("body_weight", {"valueQuantity": self._quantity(self.weight[e], vitals["body_weight"].unit)}),
+                      ("bmi", {"valueQuantity": self._quantity(self.bmi[e], vitals["bmi"].unit)})]
+        for kind, value in found:
+            out.append({"resourceType": "Observation", "id": f"{pid}-v{j}-{kind.replace('_', '-')}",
+                   "meta": dict(self.vital_meta[kind]), "status": "final", "category": t.vital_category,
+                   "code": t.vitals[kind], "subject": {"reference": subject},
+                   "encounter": {"reference": encounter_ref}, "effectiveDateTime": when, **value})
+        if j == 0:
+            out.append({"resourceType": "Observation", "id": f"{pid}-smoking", "meta": dict(self.meta_source),
+                   "status": "final", "category": t.social_category, "code": t.smoking_cc,
+                   "subject": {"reference": subject}, "encounter": {"reference": encounter_ref},
+                   "effectiveDateTime": when, "valueCodeableConcept": t.smoking_values[self.smoke[i]]})
+
+    def _medications(self, out: list[dict[str, Any]], j: int, pid: str, subject: str, encounter_ref: str, c: int, start: int, end: int,
+                     stamp: Any, year: str, onset_k: dict[int, int], onset_day: dict[int, int],
+                     primary: tuple[str, int], medications: list[tuple[Drug, int, int | None]],
+                     ) -> None:
+        t, cat, rand = self.t, self.cat, self.rand
+        days = _calendar()[0]
+        day = start // 1440
+        # long-term medication, stated when the disease is first seen
+        for d, k in onset_k.items():
+            if k != j:
+                continue
+            for m, drug in enumerate(cat.diseases[d].medications):
+                if rand.random() * 100 >= drug.pct:
+                    continue
+                first = day if onset_day[d] >= day - 30 else onset_day[d] + int(rand.random() * (day - onset_day[d]))
+                last = first + 30 + int(rand.random() * 2000) if rand.random() < 0.25 else None
+                medications.append((drug, first, last))
+                period = {"start": days[first]} if last is None else {"start": days[first], "end": days[last]}
+                out.append({"resourceType": "MedicationStatement", "id": f"{pid}-ms{d}-{m}",
+                       "meta": dict(self.meta["MedicationStatement"]),
+                       "status": "active" if last is None or last > day else "completed",
+                       "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
+                       "subject": {"reference": subject}, "context": {"reference": encounter_ref},
+                       "effectivePeriod": period, "dateAsserted": stamp(start),
+                       "dosage": [{"timing": _DAILY, "route": {"coding": t.routes[drug.route]},
+                                   "doseAndRate": [{"doseQuantity": self._quantity(drug.dose, drug.unit)}]}]})
+        # administrations: single doses for the primary disease, continued and ward drugs during a stay
+        given: list[tuple[Drug, bool]] = []
+        if c == self.inpatient:
+            if primary[0] == "d":
+                given += [(drug, True) for drug in cat.diseases[primary[1]].acute_medications
+                          if rand.random() * 100 < drug.pct]
+            given += [(drug, False) for drug, first, last in medications
+                      if first <= day and (last is None or last >= day) and rand.random() < 0.8]
+            given += [(drug, False) for drug in cat.inpatient_medications if rand.random() * 100 < drug.pct]
+        for m, (drug, single) in enumerate(given):
+            begin = start + 30 + int(rand.random() * 120)
+            effective = ({"effectiveDateTime": stamp(begin)} if single
+                         else {"effectivePeriod": {"start": stamp(begin), "end": stamp(max(begin + 60, end - 120))}})
+            out.append({"resourceType": "MedicationAdministration", "id": f"{pid}-ma{j}-{m}",
+                   "meta": dict(self.meta["MedicationAdministration"]), "status": "completed",
+                   "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
+                   "subject": {"reference": subject}, "context": {"reference": encounter_ref}, **effective,
+                   "dosage": {"route": {"coding": t.routes[drug.route]}, "dose": self._quantity(drug.dose, drug.unit)}})
+
+
+_DAILY = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}
+
+
+# ------------------------------------------------------------------ files
+def write_ndjson(out_dir: Path, patients: int, seed: int, *, site: str = "site-a",
+                 years: tuple[int, int] = (2015, 2025), gzip: bool = False) -> dict[str, int]:
+    """Write a Bulk-export style folder (`Patient.ndjson`, ... or `.ndjson.gz`); counts per type.
+
+    Gzip members carry no file name and time stamp, so the same seed gives the same bytes.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = ".ndjson.gz" if gzip else ".ndjson"
+    files: list[Any] = []  # closed in reverse: a gzip stream before its file
+    handles: dict[str, Any] = {}
+    buffers: dict[str, list[bytes]] = {}
+    counts: dict[str, int] = {}
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    try:
+        for resource in generate_population(patients, seed, site=site, years=years):
+            kind = resource["resourceType"]
+            buffer = buffers.get(kind)
+            if buffer is None:
+                files.append((out_dir / f"{kind}{suffix}").open("wb"))
+                if gzip:
+                    files.append(GzipFile(filename="", mode="wb", fileobj=files[-1], mtime=0))
+                handles[kind], buffer, counts[kind] = files[-1], buffers.setdefault(kind, []), 0
+            buffer.append(dumps(resource, option=newline))
+            counts[kind] += 1
+            if len(buffer) >= 4096:
+                handles[kind].write(b"".join(buffer))
+                buffer.clear()
+        for kind, buffer in buffers.items():
+            handles[kind].write(b"".join(buffer))
+    finally:
+        for handle in reversed(files):
+            handle.close()
+    return dict(sorted(counts.items()))
+
+
+# ------------------------------------------------------------------ a deliberately broken file
+_GOOD_PATIENT = {"resourceType": "Patient", "id": "bad-sample-good-1", "gender": "female", "birthDate": "1970-05-01",
+                 "address": [{"postalCode": "04", "country": "DE"}]}
+_GOOD_CONDITION = {"resourceType": "Condition", "id": "bad-sample-good-2",
+                   "code": {"coding": [{"system": "http://fhir.de/CodeSystem/bfarm/icd-10-gm", "version": "2024",
+                                        "code": "G35.10"}]},
+                   "subject": {"reference": "Patient/bad-sample-good-1"}, "recordedDate": "2024-03-01"}
+# (line text, reason keyword the loader's quarantine reason contains); None: a good line
+_BAD_LINES: list[tuple[bytes, str | None]] = [
+    (orjson.dumps(_GOOD_PATIENT), None),
+    (b'{"resourceType": "Patient", "id": "bad-sample-1", "gender": ', "invalid JSON"),
+    (b"[1, 2, 3]", "not a FHIR resource"),
+    (b'{"resourceType": "Pateint", "id": "bad-sample-2"}', "unknown resourceType"),
+    (b'{"resourceType": "Observation", "status": "final", "code": {"text": "no id"}}', "no id"),
+    (orjson.dumps(_GOOD_CONDITION), None),
+    (b'{"resourceType": "Patient", "id": "bad-sample-3", "birthDate": 12}', "birthDate"),
+    (b'{"resourceType": "Patient", "id": "bad sample 4"}', "id"),
+    (b'{"resourceType": "Encounter", "id": "bad-sample-5", "status": "finished", "subject": "Patient/x"}', "subject"),
+]
+BAD_SAMPLE_FILE = "bad-records.ndjson"
+
+
+def write_bad_samples(out_dir: Path) -> list[tuple[Path, int, str]]:
+    """Write `bad-records.ndjson`: good resources among broken lines; [(file, line, reason keyword)].
+
+    Lines count from 1. Each keyword is a word the repository's quarantine reason contains.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / BAD_SAMPLE_FILE
+    path.write_bytes(b"".join(line + b"\n" for line, _ in _BAD_LINES))
+    return [(path, number, keyword) for number, (_, keyword) in enumerate(_BAD_LINES, start=1) if keyword]
