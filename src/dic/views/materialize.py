@@ -81,7 +81,7 @@ def _save_state(db: Database, name: str, digest: str, batch: int, mode: str, row
 
 def _changed_since(batch: int, resource_type: str) -> exp.Condition:
     return exp.and_(
-        column("batch_id", "r").gt(exp.Literal.number(batch)),
+        exp.GT(this=column("batch_id", "r"), expression=exp.Literal.number(batch)),
         column("resource_type", "r").eq(exp.Literal.string(resource_type)),
     )
 
@@ -172,7 +172,7 @@ def _resources(db: Database, resource_type: str, condition: exp.Condition | None
         where = exp.and_(
             column("resource_type", "r").eq(exp.Literal.string(resource_type)),
             exp.not_(column("deleted", "r")),
-            column("id", "r").gt(exp.Literal.string(last_id)),
+            exp.GT(this=column("id", "r"), expression=exp.Literal.string(last_id)),
             *([condition] if condition is not None else []),
         )
         query = (
