@@ -18,7 +18,8 @@ class DuckDBDatabase(Database):
 
     def __init__(self, path: Path | str = ":memory:", read_only: bool = False):
         self.path = str(path)
-        self.connection = duckdb.connect(self.path, read_only=read_only, config={"enable_progress_bar": False})
+        self.connection = duckdb.connect(self.path, read_only=read_only)
+        self.connection.execute("SET enable_progress_bar = false")  # Rich draws our progress
 
     def _run(self, sql: str, fetch: bool) -> Result | None:
         cursor = self.connection.execute(sql)
