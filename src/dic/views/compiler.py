@@ -14,6 +14,7 @@ pointer; the materializer then falls back to the reference evaluator.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
@@ -39,6 +40,7 @@ from dic.views.fhirpath_syntax import (
 from dic.views.view_definition import Column, Select, ViewDefinition
 
 RESOURCE_ALIAS = "r"
+_ELEMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 KEY_COLUMN = "_key"
 BUNDLE_COLUMN = "_texts"
 # FHIR primitive types whose JSON value is not text.
@@ -174,6 +176,8 @@ class _FhirPathCompiler:
         return self._step(base, node.name)
 
     def _step(self, base: Value, name: str) -> Value:
+        if not _ELEMENT_NAME.fullmatch(name):
+            raise _Unsupported(f"member name {name!r} (only letters, digits and '_' are compiled)")
         if base.kind != "json":
             raise _Unsupported(f"member '{name}' of a computed value")
         found = element(base.fhir_type, name)
