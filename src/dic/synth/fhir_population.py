@@ -335,15 +335,15 @@ class _Tables:
         self.discharge = [(list(c.discharge), _cum(list(c.discharge.values()))) for c in classes]
         self.admit_cc = {k: _cc(s["admit_source"], k, v) for k, v in cat.admit_sources.items()}
         self.discharge_cc = {k: _cc(s["discharge_disposition"], k, v) for k, v in cat.discharge_dispositions.items()}
-        self.department_cc = {k: [_cc(s["department"], k, v)] for k, v in cat.departments.items()}
+        self.department_cc = {k: _cc(s["department"], k, v) for k, v in cat.departments.items()}
         self.reasons = [[r for r in cat.encounter_reasons if c.code in r.classes] for c in classes]
         self.reason_cum = [_cum([r.weight for r in rs]) for rs in self.reasons]
         self.class_procedures = [[p for p in cat.class_procedures if c.code in p.classes] for c in classes]
-        self.use = {k: [_cc(s["diagnosis_role"], v.code, v.display)] for k, v in cat.diagnosis_use.items()}
+        self.use = {k: _cc(s["diagnosis_role"], v.code, v.display) for k, v in cat.diagnosis_use.items()}
         self.clinical = {k: _cc(s["condition_clinical"], k, k.capitalize()) for k in ("active", "resolved")}
         self.verification = {k: _cc(s["condition_verification"], k, k.capitalize())
                              for k in ("confirmed", "provisional")}
-        self.routes = {k: [_cc(s["snomed"], v.code, v.display)] for k, v in cat.routes.items()}
+        self.routes = {k: _cc(s["snomed"], v.code, v.display) for k, v in cat.routes.items()}
         # observations
         labs = cat.labs
         self.lab_cc = [_cc(s["loinc"], lab.loinc, lab.display) for lab in labs]
@@ -554,7 +554,8 @@ class _Block:
                 onset_k[d], onset_day[d] = 0, max(first_day, eday[0] - int(rand.random() * 3650))
             else:
                 k = lo + int(rand.random() * (ne - lo))
-                onset_k[d], onset_day[d] = k, max(first_day, eday[k] - int(rand.random() * 21))
+                lag = int(rand.random() * 21) if dz.course == "chronic" else 0
+                onset_k[d], onset_day[d] = k, max(first_day, eday[k] - lag)
                 if k not in incident:
                     classes[k] = self.class_codes_index[dz.onset_class]
                 incident.setdefault(k, []).append(d)
@@ -685,7 +686,7 @@ class _Block:
         discharge = "079" if death_minute is not None else discharge_codes[_pick(rand, discharge_cum)]
         out.append({
             "resourceType": "Encounter", "id": eid, "meta": dict(self.meta["Encounter"]), "status": "finished",
-            "class": t.class_cc[c], "type": t.contact_types[c], "serviceType": {"coding": t.department_cc[department]},
+            "class": t.class_cc[c], "type": t.contact_types[c], "serviceType": t.department_cc[department],
             "subject": {"reference": subject}, "period": {"start": start_s, "end": stamp(end)},
             "diagnosis": links,
             "hospitalization": {"admitSource": t.admit_cc[admit_codes[_pick(rand, admit_cum)]],
@@ -779,7 +780,7 @@ class _Block:
                        "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
                        "subject": {"reference": subject}, "context": {"reference": encounter_ref},
                        "effectivePeriod": period, "dateAsserted": stamp(start),
-                       "dosage": [{"timing": _DAILY, "route": {"coding": t.routes[drug.route]},
+                       "dosage": [{"timing": _DAILY, "route": t.routes[drug.route],
                                    "doseAndRate": [{"doseQuantity": self._quantity(drug.dose, drug.unit)}]}]})
         # administrations: single doses for the primary disease, continued and ward drugs during a stay
         given: list[tuple[Drug, bool]] = []
@@ -798,7 +799,7 @@ class _Block:
                    "meta": dict(self.meta["MedicationAdministration"]), "status": "completed",
                    "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
                    "subject": {"reference": subject}, "context": {"reference": encounter_ref}, **effective,
-                   "dosage": {"route": {"coding": t.routes[drug.route]}, "dose": self._quantity(drug.dose, drug.unit)}})
+                   "dosage": {"route": t.routes[drug.route], "dose": self._quantity(drug.dose, drug.unit)}})
 
 
 _DAILY = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}
