@@ -60,7 +60,7 @@ def generate() -> dict[str, dict[str, list]]:
             continue
         try:
             module = importlib.import_module(f"{r4b.__name__}.{module_info.name}")
-        except Exception:  # noqa: BLE001 - a helper module without models
+        except ImportError:  # a helper module that needs an optional dependency
             continue
         for name, model in inspect.getmembers(module, inspect.isclass):
             fields = getattr(model, "model_fields", None)

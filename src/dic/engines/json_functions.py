@@ -15,6 +15,7 @@ array) or "unknown" (not in the FHIR element table: checked per value at run tim
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from sqlglot import exp
 
@@ -24,7 +25,7 @@ ONE, MANY, UNKNOWN = "one", "many", "unknown"
 class JsonGet(exp.Expression, exp.Func):
     """JSON value at a path of single-valued elements: `this.a.b`."""
 
-    arg_types = {"this": True, "steps": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True, "steps": True}
 
 
 class JsonGetAll(exp.Expression, exp.Func):
@@ -32,69 +33,69 @@ class JsonGetAll(exp.Expression, exp.Func):
 
     With `collection` true, `this` is a collection and the path starts at each element."""
 
-    arg_types = {"this": True, "steps": True, "collection": False}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True, "steps": True, "collection": False}
 
 
 class JsonText(exp.Expression, exp.Func):
     """A JSON value as text: strings without quotes, other values as JSON text."""
 
-    arg_types = {"this": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True}
 
 
 class ToJson(exp.Expression, exp.Func):
     """A SQL scalar (text, number, boolean) as a JSON value."""
 
-    arg_types = {"this": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True}
 
 
 class CollectionOf(exp.Expression, exp.Func):
     """The collection of the given JSON values, NULLs left out."""
 
-    arg_types = {"expressions": True}
+    arg_types: ClassVar[dict[str, bool]] = {"expressions": True}
     is_var_len_args = True
 
 
 class CollectionFilter(exp.Expression, exp.Func):
     """Elements of collection `this` for which `condition` (over the element `var`) is true."""
 
-    arg_types = {"this": True, "var": True, "condition": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True, "var": True, "condition": True}
 
 
 class CollectionFlatMap(exp.Expression, exp.Func):
     """Concatenation of collection `body` computed for each element `var` of collection `this`."""
 
-    arg_types = {"this": True, "var": True, "body": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True, "var": True, "body": True}
 
 
 class CollectionAt(exp.Expression, exp.Func):
     """Element at 0-based `index` of collection `this` (a JSON value, NULL if out of range)."""
 
-    arg_types = {"this": True, "index": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True, "index": True}
 
 
 class CollectionCount(exp.Expression, exp.Func):
     """Number of elements (0 for NULL)."""
 
-    arg_types = {"this": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True}
 
 
 class CollectionJoin(exp.Expression, exp.Func):
     """Text of the elements joined with `separator` (NULL elements left out)."""
 
-    arg_types = {"this": True, "separator": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True, "separator": True}
 
 
 class CollectionToJson(exp.Expression, exp.Func):
     """A collection as one JSON array value (the representation of collection columns)."""
 
-    arg_types = {"this": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True}
 
 
 class JsonElements(exp.Expression, exp.Func):
     """Table source: one row per element of collection `this`, columns `value` and 1-based `idx`,
     under table alias `alias`. Used as the `this` of a (lateral) JOIN."""
 
-    arg_types = {"this": True, "alias": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True, "alias": True}
 
 
 class JsonTextBundle(exp.Expression, exp.Func):
@@ -102,14 +103,14 @@ class JsonTextBundle(exp.Expression, exp.Func):
     extraction plan. DuckDB parses the document once for all paths; engines that keep JSON
     parsed (PostgreSQL JSONB) or parse per call (Spark) render it as NULL and pick directly."""
 
-    arg_types = {"this": True, "paths": True}  # paths: an Array of steps_node arrays
+    arg_types: ClassVar[dict[str, bool]] = {"this": True, "paths": True}  # paths: an Array of steps_node arrays
 
 
 class JsonTextPick(exp.Expression, exp.Func):
     """Item `index` (1-based) of a `JsonTextBundle` column; `original` is the same value as a
     `JsonText(JsonGet(...))` for engines that do not bundle."""
 
-    arg_types = {"this": True, "index": True, "original": True}
+    arg_types: ClassVar[dict[str, bool]] = {"this": True, "index": True, "original": True}
 
 
 def steps_node(steps: Sequence[tuple[str, str]]) -> exp.Array:
