@@ -6,8 +6,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import itertools
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from dic.synth.fhir_population import (
     write_ndjson,
 )
 
+SRC = Path(__file__).resolve().parents[2] / "src"
 ICD = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
 TYPES = {"Patient", "Encounter", "Condition", "Procedure", "Observation", "MedicationAdministration",
          "MedicationStatement", "Consent", "Specimen"}
@@ -180,6 +184,11 @@ def test_vital_signs_are_plausible_and_bmi_is_derived(population: list[dict[str,
     smoking = [o for o in observations if o["code"]["coding"][0]["code"] == "72166-2"]
     assert len(smoking) == 200
     assert {o["valueCodeableConcept"]["coding"][0]["system"] for o in smoking} == {"http://snomed.info/sct"}
+    births = {f"Patient/{p['id']}": p["birthDate"] for p in by_type(population)["Patient"]}
+    for o in smoking:
+        if o["valueCodeableConcept"]["coding"][0]["code"] != "266919005":  # anything but never smoked
+            birth = births[o["subject"]["reference"]]
+            assert int(o["effectiveDateTime"][:4]) - int(birth[:4]) >= 13, "no smoking children"
 
 
 def test_medications_are_atc_coded_with_a_dose(population: list[dict[str, Any]]) -> None:
@@ -270,6 +279,18 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     assert set(first) == TYPES and first != other
 
 
+def test_same_bytes_in_another_process(tmp_path: Path) -> None:
+    """No dependence on hash randomization or process state: two interpreters, same files."""
+    script = ("import sys; from pathlib import Path; from dic.synth.fhir_population import write_ndjson; "
+              "write_ndjson(Path(sys.argv[1]), 25, 5, site='site-b', gzip=True)")
+    for name, hash_seed in (("one", "1"), ("two", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed,
+               "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], check=True, env=env)
+    assert digest_files(tmp_path / "one") == digest_files(tmp_path / "two")
+    assert len(digest_files(tmp_path / "one")) == len(TYPES)
+
+
 def test_files_hold_the_counted_resources(tmp_path: Path) -> None:
     counts = write_ndjson(tmp_path / "plain", 40, 3)
     for kind, count in counts.items():
@@ -277,7 +298,7 @@ def test_files_hold_the_counted_resources(tmp_path: Path) -> None:
         assert len(lines) == count
         assert {orjson.loads(line)["resourceType"] for line in lines} == {kind}
     zipped = write_ndjson(tmp_path / "gz", 40, 3, gzip=True)
-    again = write_ndjson(tmp_path / "gz2", 40, 3, gzip=True)
+    write_ndjson(tmp_path / "gz2", 40, 3, gzip=True)
     assert zipped == counts
     assert digest_files(tmp_path / "gz") == digest_files(tmp_path / "gz2"), "gzip output is deterministic too"
     for kind in counts:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import io
 import random
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -360,6 +361,8 @@ class _Tables:
         self.smoking_values = [_cc(s["snomed"], v.code, v.display) for v in cat.smoking.values]
         self.smoking_p = [np.array([getattr(v, t) for v in cat.smoking.values]) for t in ("female", "male")]
         self.specimen_cc = _cc(s["snomed"], cat.specimen.code, cat.specimen.display)
+        self.consent_codes = {m.name: [_cc(s["consent_policy"], c.code, c.display) for c in m.codes]
+                              for m in cat.consent.modules}
         self.consent_scope = _cc(s["consent_scope"], "research", "Research")
         self.consent_category = [_cc(s["loinc"], "57016-8", "Privacy policy acknowledgment Document"),
                                  _cc(s["consent_category"], "2.16.840.1.113883.3.1937.777.24.2.184",
@@ -375,6 +378,9 @@ class _Tables:
 @cache
 def _tables() -> _Tables:
     return _Tables(load_catalog())
+
+
+_BUFFER_BYTES = 1 << 20
 
 
 def _pick(rand: random.Random, cum: list[float]) -> int:
@@ -400,7 +406,9 @@ def generate_population(patients: int, seed: int, *, site: str = "site-a",
     for block, first in enumerate(range(0, patients, BLOCK_PATIENTS)):
         rng = np.random.default_rng([seed, site_key, block])
         count = min(BLOCK_PATIENTS, patients - first)
-        yield from _Block(tables, rng, site, seed, years, first, count).resources()
+        block = _Block(tables, rng, site, seed, years, first, count)
+        for i in range(count):
+            yield from block.patient(i)
 
 
 class _Block:
@@ -491,11 +499,12 @@ class _Block:
         self.systolic = systolic.astype(np.int64).tolist()
         self.diastolic = np.clip(np.round(pop.diastolic_per_systolic * systolic + 6 * rng.standard_normal(e_count)),
                                  40, 140).astype(np.int64).tolist()
-        # smoking status per patient (children: never)
+        # smoking status per patient, stated at the first encounter (children: never)
         cum = [np.cumsum(p / p.sum()) for p in t.smoking_p]
         u_smoke = rng.random(n)
         smoke = np.where(female, np.searchsorted(cum[0], u_smoke), np.searchsorted(cum[1], u_smoke))
-        self.smoke = np.where(age_end < 14, 0, np.minimum(smoke, len(cum[0]) - 1)).tolist()
+        first_age = (eday[np.concatenate([[0], np.cumsum(n_enc)[:-1]])] - birth) / 365.25
+        self.smoke = np.where(first_age < 14, 0, np.minimum(smoke, len(cum[0]) - 1)).tolist()
         # encounter timing draws
         self.u_time, self.u_duration = rng.random(e_count).tolist(), rng.random(e_count).tolist()
         los_means = [c.length_of_stay_days or 1.0 for c in cat.encounter_classes]
@@ -507,6 +516,7 @@ class _Block:
         self.sex, self.birth, self.dead = sex.tolist(), birth.tolist(), dead.tolist()
         self.death, self.table = death.tolist(), table.tolist()
         self.coding: dict[tuple, dict[str, Any]] = {}
+        self.lab_units = [lab.unit for lab in labs]
         self.class_codes_index = {c.code: k for k, c in enumerate(cat.encounter_classes)}
         self.inpatient = next(k for k, c in enumerate(cat.encounter_classes) if c.length_of_stay_days)
 
@@ -522,11 +532,7 @@ class _Block:
         return {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
 
     # -------------------------------------------------------------- patients
-    def resources(self) -> Iterator[dict[str, Any]]:
-        for i in range(self.n):
-            yield from self._patient(i)
-
-    def _patient(self, i: int) -> list[dict[str, Any]]:
+    def patient(self, i: int) -> list[dict[str, Any]]:
         """The patient's resources, Patient first (a list: one patient is small)."""
         t, cat, rand = self.t, self.cat, self.rand
         days, offsets, times = _calendar()
@@ -588,49 +594,50 @@ class _Block:
             d = minute // 1440
             return days[d] + times[minute - d * 1440] + offsets[d]
 
-        patient = {"resourceType": "Patient", "id": pid, "meta": dict(self.meta["Patient"]),
+        patient = {"resourceType": "Patient", "id": pid, "meta": self.meta["Patient"],
                    "gender": t.genders[self.sex[i]], "birthDate": days[birth]}
         if death_minute is not None:
             patient["deceasedDateTime"] = stamp(death_minute)
         patient["address"] = [{"type": "both", "postalCode": self.postal[int(rand.random() * len(self.postal))],
                                "country": "DE"}]
         out = [patient]
-        consent = self._consent(pid, subject, starts[0], stamp)
+        subject_ref = {"reference": subject}
+        consent = self._consent(pid, subject_ref, starts[0], stamp)
         if consent is not None:
             out.append(consent)
         medications: list[tuple[Drug, int, int | None]] = []
         for j in range(ne):
-            self._encounter(out, i, j, o0 + j, pid, subject, classes[j], starts[j], ends[j], stamp,
+            self._encounter(out, i, j, o0 + j, pid, subject_ref, classes[j], starts[j], ends[j], stamp,
                                        onset_k, onset_day, icd, incident.get(j, []), medications,
                                        death_minute if (in_hospital and j == ne - 1) else None)
         return out
 
     # -------------------------------------------------------------- consent
-    def _consent(self, pid: str, subject: str, minute: int, stamp: Any) -> dict[str, Any] | None:
+    def _consent(self, pid: str, subject_ref: dict[str, str], minute: int, stamp: Any) -> dict[str, Any] | None:
         policy, rand, days = self.cat.consent, self.rand, _calendar()[0]
         if rand.random() * 100 < policy.no_consent_pct:
             return None
         refused = rand.random() * 100 < policy.refused_pct
         day = minute // 1440
-        system = self.cat.systems["consent_policy"]
         provisions = []
         for module in policy.modules:
             denied = refused or rand.random() * 100 < module.deny_pct
             period = {"start": days[day], "end": days[day + int(module.years * 365.25)]}
-            provisions += [{"type": "deny" if denied else "permit", "period": period,
-                            "code": [_cc(system, c.code, c.display)]} for c in module.codes]
+            provisions += [{"type": "deny" if denied else "permit", "period": period, "code": [code]}
+                           for code in self.t.consent_codes[module.name]]
         longest = max(m.years for m in policy.modules)
         return {
-            "resourceType": "Consent", "id": pid + "-consent", "meta": dict(self.meta["Consent"]),
+            "resourceType": "Consent", "id": pid + "-consent", "meta": self.meta["Consent"],
             "status": "active", "scope": self.t.consent_scope, "category": self.t.consent_category,
-            "patient": {"reference": subject}, "dateTime": stamp(minute),
+            "patient": subject_ref, "dateTime": stamp(minute),
             "policy": [{"uri": policy.policy_uri}],
             "provision": {"type": "deny", "period": {"start": days[day], "end": days[day + int(longest * 365.25)]},
                           "provision": provisions},
         }
 
     # -------------------------------------------------------------- one encounter and what happened in it
-    def _encounter(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject: str, c: int, start: int, end: int,
+    def _encounter(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject_ref: dict[str, str],
+                   c: int, start: int, end: int,
                    stamp: Any, onset_k: dict[int, int], onset_day: dict[int, int], icd: dict[int, int],
                    incident: list[int], medications: list[tuple[Drug, int, int | None]],
                    death_minute: int | None) -> None:
@@ -638,7 +645,7 @@ class _Block:
         days = _calendar()[0]
         klass = cat.encounter_classes[c]
         eid = f"{pid}-e{j}"
-        encounter_ref = "Encounter/" + eid
+        encounter = {"reference": "Encounter/" + eid}
         day = start // 1440
         year = days[day][:4]
         start_s = stamp(start)
@@ -675,9 +682,9 @@ class _Block:
                 code, onset = self._coded("icd10gm", entry.code, entry.display, year), days[onset_day[idx]]
             verification = "provisional" if kind == "r" and rand.random() < 0.05 else "confirmed"
             conditions.append({
-                "resourceType": "Condition", "id": cid, "meta": dict(self.meta["Condition"]),
+                "resourceType": "Condition", "id": cid, "meta": self.meta["Condition"],
                 "clinicalStatus": t.clinical["active"], "verificationStatus": t.verification[verification],
-                "code": code, "subject": {"reference": subject}, "encounter": {"reference": encounter_ref},
+                "code": code, "subject": subject_ref, "encounter": encounter,
                 "onsetDateTime": onset, "recordedDate": start_s})
             links.append({"condition": {"reference": "Condition/" + cid},
                           "use": t.use["primary" if m == 0 else "secondary"], "rank": m + 1})
@@ -685,9 +692,9 @@ class _Block:
         discharge_codes, discharge_cum = t.discharge[c]
         discharge = "079" if death_minute is not None else discharge_codes[_pick(rand, discharge_cum)]
         out.append({
-            "resourceType": "Encounter", "id": eid, "meta": dict(self.meta["Encounter"]), "status": "finished",
+            "resourceType": "Encounter", "id": eid, "meta": self.meta["Encounter"], "status": "finished",
             "class": t.class_cc[c], "type": t.contact_types[c], "serviceType": t.department_cc[department],
-            "subject": {"reference": subject}, "period": {"start": start_s, "end": stamp(end)},
+            "subject": subject_ref, "period": {"start": start_s, "end": stamp(end)},
             "diagnosis": links,
             "hospitalization": {"admitSource": t.admit_cc[admit_codes[_pick(rand, admit_cum)]],
                                 "dischargeDisposition": t.discharge_cc[discharge]},
@@ -699,15 +706,16 @@ class _Block:
             operations += cat.diseases[primary[1]].procedures
         for m, op in enumerate(operations):
             if rand.random() * 100 < op.pct:
-                out.append({"resourceType": "Procedure", "id": f"{pid}-p{j}-{m}", "meta": dict(self.meta["Procedure"]),
+                out.append({"resourceType": "Procedure", "id": f"{pid}-p{j}-{m}", "meta": self.meta["Procedure"],
                        "status": "completed", "code": self._coded("ops", op.ops, op.display, year),
-                       "subject": {"reference": subject}, "encounter": {"reference": encounter_ref},
+                       "subject": subject_ref, "encounter": encounter,
                        "performedDateTime": stamp(start + int(rand.random() * (end - start)))})
-        self._observations(out, i, j, e, pid, subject, encounter_ref, c, start, stamp)
-        self._medications(out, j, pid, subject, encounter_ref, c, start, end, stamp, year, onset_k,
+        self._observations(out, i, j, e, pid, subject_ref, encounter, c, start, stamp)
+        self._medications(out, j, pid, subject_ref, encounter, c, start, end, stamp, year, onset_k,
                                      onset_day, primary, medications)
 
-    def _observations(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject: str, encounter_ref: str, c: int,
+    def _observations(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject_ref: dict[str, str],
+                      encounter: dict[str, str], c: int,
                       start: int, stamp: Any) -> None:
         t, cat, rand = self.t, self.cat, self.rand
         klass = cat.encounter_classes[c]
@@ -719,19 +727,17 @@ class _Block:
         if measured:
             sid = f"{pid}-s{j}"
             taken = stamp(start + 15 + int(rand.random() * 45))
-            out.append({"resourceType": "Specimen", "id": sid, "meta": dict(self.meta["Specimen"]), "status": "available",
-                   "type": t.specimen_cc, "subject": {"reference": subject}, "collection": {"collectedDateTime": taken}})
-            ranges, flags = t.reference_range[self.table[i]], self.lab_flag[e]
-            meta = self.meta["Observation"]
+            out.append({"resourceType": "Specimen", "id": sid, "meta": self.meta["Specimen"], "status": "available",
+                        "type": t.specimen_cc, "subject": subject_ref, "collection": {"collectedDateTime": taken}})
+            specimen = {"reference": "Specimen/" + sid}
+            ranges, flags, meta = t.reference_range[self.table[i]], self.lab_flag[e], self.meta["Observation"]
             for col in measured:
-                lab = cat.labs[col]
-                out.append({"resourceType": "Observation", "id": f"{pid}-l{j}-{col}", "meta": dict(meta),
-                       "status": "final", "category": t.lab_category, "code": t.lab_cc[col],
-                       "subject": {"reference": subject}, "encounter": {"reference": encounter_ref},
-                       "effectiveDateTime": taken,
-                       "valueQuantity": self._quantity(self.lab_values[col][e], lab.unit),
-                       "interpretation": t.interpretation[flags[col]], "referenceRange": ranges[col],
-                       "specimen": {"reference": "Specimen/" + sid}})
+                out.append({"resourceType": "Observation", "id": f"{pid}-l{j}-{col}", "meta": meta,
+                            "status": "final", "category": t.lab_category, "code": t.lab_cc[col],
+                            "subject": subject_ref, "encounter": encounter, "effectiveDateTime": taken,
+                            "valueQuantity": self._quantity(self.lab_values[col][e], self.lab_units[col]),
+                            "interpretation": t.interpretation[flags[col]], "referenceRange": ranges[col],
+                            "specimen": specimen})
         vitals = cat.vital_signs
         when = stamp(start + 5 + int(rand.random() * 20))
         found: list[tuple[str, dict[str, Any]]] = []
@@ -747,16 +753,17 @@ class _Block:
                       ("bmi", {"valueQuantity": self._quantity(self.bmi[e], vitals["bmi"].unit)})]
         for kind, value in found:
             out.append({"resourceType": "Observation", "id": f"{pid}-v{j}-{kind.replace('_', '-')}",
-                   "meta": dict(self.vital_meta[kind]), "status": "final", "category": t.vital_category,
-                   "code": t.vitals[kind], "subject": {"reference": subject},
-                   "encounter": {"reference": encounter_ref}, "effectiveDateTime": when, **value})
+                   "meta": self.vital_meta[kind], "status": "final", "category": t.vital_category,
+                   "code": t.vitals[kind], "subject": subject_ref,
+                   "encounter": encounter, "effectiveDateTime": when, **value})
         if j == 0:
-            out.append({"resourceType": "Observation", "id": f"{pid}-smoking", "meta": dict(self.meta_source),
+            out.append({"resourceType": "Observation", "id": f"{pid}-smoking", "meta": self.meta_source,
                    "status": "final", "category": t.social_category, "code": t.smoking_cc,
-                   "subject": {"reference": subject}, "encounter": {"reference": encounter_ref},
+                   "subject": subject_ref, "encounter": encounter,
                    "effectiveDateTime": when, "valueCodeableConcept": t.smoking_values[self.smoke[i]]})
 
-    def _medications(self, out: list[dict[str, Any]], j: int, pid: str, subject: str, encounter_ref: str, c: int, start: int, end: int,
+    def _medications(self, out: list[dict[str, Any]], j: int, pid: str, subject_ref: dict[str, str],
+                     encounter: dict[str, str], c: int, start: int, end: int,
                      stamp: Any, year: str, onset_k: dict[int, int], onset_day: dict[int, int],
                      primary: tuple[str, int], medications: list[tuple[Drug, int, int | None]],
                      ) -> None:
@@ -775,10 +782,10 @@ class _Block:
                 medications.append((drug, first, last))
                 period = {"start": days[first]} if last is None else {"start": days[first], "end": days[last]}
                 out.append({"resourceType": "MedicationStatement", "id": f"{pid}-ms{d}-{m}",
-                       "meta": dict(self.meta["MedicationStatement"]),
+                       "meta": self.meta["MedicationStatement"],
                        "status": "active" if last is None or last > day else "completed",
                        "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
-                       "subject": {"reference": subject}, "context": {"reference": encounter_ref},
+                       "subject": subject_ref, "context": encounter,
                        "effectivePeriod": period, "dateAsserted": stamp(start),
                        "dosage": [{"timing": _DAILY, "route": t.routes[drug.route],
                                    "doseAndRate": [{"doseQuantity": self._quantity(drug.dose, drug.unit)}]}]})
@@ -796,9 +803,9 @@ class _Block:
             effective = ({"effectiveDateTime": stamp(begin)} if single
                          else {"effectivePeriod": {"start": stamp(begin), "end": stamp(max(begin + 60, end - 120))}})
             out.append({"resourceType": "MedicationAdministration", "id": f"{pid}-ma{j}-{m}",
-                   "meta": dict(self.meta["MedicationAdministration"]), "status": "completed",
+                   "meta": self.meta["MedicationAdministration"], "status": "completed",
                    "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
-                   "subject": {"reference": subject}, "context": {"reference": encounter_ref}, **effective,
+                   "subject": subject_ref, "context": encounter, **effective,
                    "dosage": {"route": t.routes[drug.route], "dose": self._quantity(drug.dose, drug.unit)}})
 
 
@@ -815,30 +822,26 @@ def write_ndjson(out_dir: Path, patients: int, seed: int, *, site: str = "site-a
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = ".ndjson.gz" if gzip else ".ndjson"
-    files: list[Any] = []  # closed in reverse: a gzip stream before its file
+    files: list[Any] = []  # closed in reverse: buffer, gzip stream, file
     handles: dict[str, Any] = {}
-    buffers: dict[str, list[bytes]] = {}
     counts: dict[str, int] = {}
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     try:
         for resource in generate_population(patients, seed, site=site, years=years):
             kind = resource["resourceType"]
-            buffer = buffers.get(kind)
-            if buffer is None:
-                files.append((out_dir / f"{kind}{suffix}").open("wb"))
+            handle = handles.get(kind)
+            if handle is None:
+                files.append((out_dir / f"{kind}{suffix}").open("wb", buffering=_BUFFER_BYTES))
                 if gzip:
                     files.append(GzipFile(filename="", mode="wb", fileobj=files[-1], mtime=0))
-                handles[kind], buffer, counts[kind] = files[-1], buffers.setdefault(kind, []), 0
-            buffer.append(dumps(resource, option=newline))
+                    files.append(io.BufferedWriter(files[-1], buffer_size=_BUFFER_BYTES))
+                handle = handles[kind] = files[-1]
+                counts[kind] = 0
+            handle.write(dumps(resource, option=newline))
             counts[kind] += 1
-            if len(buffer) >= 4096:
-                handles[kind].write(b"".join(buffer))
-                buffer.clear()
-        for kind, buffer in buffers.items():
-            handles[kind].write(b"".join(buffer))
     finally:
-        for handle in reversed(files):
-            handle.close()
+        for file in reversed(files):
+            file.close()
     return dict(sorted(counts.items()))
 
 
@@ -858,7 +861,7 @@ _BAD_LINES: list[tuple[bytes, str | None]] = [
     (b'{"resourceType": "Observation", "status": "final", "code": {"text": "no id"}}', "no id"),
     (orjson.dumps(_GOOD_CONDITION), None),
     (b'{"resourceType": "Patient", "id": "bad-sample-3", "birthDate": 12}', "birthDate"),
-    (b'{"resourceType": "Patient", "id": "bad sample 4"}', "id"),
+    (b'{"resourceType": "Patient", "id": "bad sample 4"}', "not a valid FHIR id"),
     (b'{"resourceType": "Encounter", "id": "bad-sample-5", "status": "finished", "subject": "Patient/x"}', "subject"),
 ]
 BAD_SAMPLE_FILE = "bad-records.ndjson"
