@@ -12,8 +12,8 @@ repository must never hold identifying data, so a Patient has gender, birth date
 a two-digit postcode prefix and country only, and its id is an opaque token.
 
 Same seed, same site, same years: byte-identical output. Memory stays bounded by one block.
-Coded sub-objects (CodeableConcepts, reference ranges) are shared between yielded resources
-to keep generation fast: copy a resource before mutating anything below its top level.
+Sub-objects (meta, references, CodeableConcepts, reference ranges) are shared between yielded
+resources to keep generation fast: treat resources as read-only, or copy deeply before editing.
 """
 
 from __future__ import annotations
@@ -200,10 +200,19 @@ class ConsentPolicy(_Entry):
     modules: list[ConsentModule]
 
 
+class Rules(_Entry):
+    primary_chronic_pct: float
+    provisional_reason_pct: float
+    stopped_medication_pct: float
+    continued_medication_pct: float
+    death_discharge: str
+
+
 class Catalog(_Entry):
     systems: dict[str, str]
     profiles: dict[str, str]
     population: Population
+    rules: Rules
     diagnosis_use: dict[Literal["primary", "secondary"], Coded]
     admit_sources: dict[str, str]
     discharge_dispositions: dict[str, str]
@@ -255,6 +264,8 @@ class Catalog(_Entry):
                          if k not in self.discharge_dispositions]
             if (c.duration_minutes is None) == (c.length_of_stay_days is None):
                 problems.append(f"/encounter_classes/{c.code}: needs duration_minutes or length_of_stay_days")
+        if self.rules.death_discharge not in self.discharge_dispositions:
+            problems.append(f"/rules/death_discharge: unknown {self.rules.death_discharge}")
         if not any(c.length_of_stay_days for c in self.encounter_classes):
             problems.append("/encounter_classes: needs an inpatient class (with length_of_stay_days)")
         if problems:
@@ -403,8 +414,8 @@ def generate_population(patients: int, seed: int, *, site: str = "site-a",
                           f"(got {years[0]}-{years[1]})")
     tables = _tables()
     site_key = int.from_bytes(hashlib.blake2b(site.encode(), digest_size=8).digest(), "big")
-    for block, first in enumerate(range(0, patients, BLOCK_PATIENTS)):
-        rng = np.random.default_rng([seed, site_key, block])
+    for number, first in enumerate(range(0, patients, BLOCK_PATIENTS)):
+        rng = np.random.default_rng([seed, site_key, number])
         count = min(BLOCK_PATIENTS, patients - first)
         block = _Block(tables, rng, site, seed, years, first, count)
         for i in range(count):
@@ -517,6 +528,7 @@ class _Block:
         self.death, self.table = death.tolist(), table.tolist()
         self.coding: dict[tuple, dict[str, Any]] = {}
         self.lab_units = [lab.unit for lab in labs]
+        self.ucum = cat.systems["ucum"]
         self.class_codes_index = {c.code: k for k, c in enumerate(cat.encounter_classes)}
         self.inpatient = next(k for k, c in enumerate(cat.encounter_classes) if c.length_of_stay_days)
 
@@ -529,7 +541,7 @@ class _Block:
         return found
 
     def _quantity(self, value: float, unit: str) -> dict[str, Any]:
-        return {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+        return {"value": value, "unit": unit, "system": self.ucum, "code": unit}
 
     # -------------------------------------------------------------- patients
     def patient(self, i: int) -> list[dict[str, Any]]:
@@ -608,8 +620,8 @@ class _Block:
         medications: list[tuple[Drug, int, int | None]] = []
         for j in range(ne):
             self._encounter(out, i, j, o0 + j, pid, subject_ref, classes[j], starts[j], ends[j], stamp,
-                                       onset_k, onset_day, icd, incident.get(j, []), medications,
-                                       death_minute if (in_hospital and j == ne - 1) else None)
+                            onset_k, onset_day, icd, incident.get(j, []), medications,
+                            death_minute if (in_hospital and j == ne - 1) else None)
         return out
 
     # -------------------------------------------------------------- consent
@@ -637,11 +649,11 @@ class _Block:
 
     # -------------------------------------------------------------- one encounter and what happened in it
     def _encounter(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject_ref: dict[str, str],
-                   c: int, start: int, end: int,
-                   stamp: Any, onset_k: dict[int, int], onset_day: dict[int, int], icd: dict[int, int],
+                   c: int, start: int, end: int, stamp: Any, onset_k: dict[int, int], onset_day: dict[int, int],
+                   icd: dict[int, int],
                    incident: list[int], medications: list[tuple[Drug, int, int | None]],
                    death_minute: int | None) -> None:
-        t, cat, rand = self.t, self.cat, self.rand
+        t, cat, rand, rules = self.t, self.cat, self.rand, self.cat.rules
         days = _calendar()[0]
         klass = cat.encounter_classes[c]
         eid = f"{pid}-e{j}"
@@ -663,7 +675,7 @@ class _Block:
                     coded.append(("f", d))
         if incident:
             primary = ("d", incident[0])
-        elif chronic and rand.random() < 0.4:
+        elif chronic and rand.random() * 100 < rules.primary_chronic_pct:
             primary = chronic[int(rand.random() * len(chronic))]
         else:
             primary = ("r", _pick(rand, t.reason_cum[c]))
@@ -680,7 +692,8 @@ class _Block:
                 dz = cat.diseases[idx]
                 entry = dz.icd[icd[idx]] if kind == "d" else dz.followup
                 code, onset = self._coded("icd10gm", entry.code, entry.display, year), days[onset_day[idx]]
-            verification = "provisional" if kind == "r" and rand.random() < 0.05 else "confirmed"
+            verification = ("provisional" if kind == "r" and rand.random() * 100 < rules.provisional_reason_pct
+                            else "confirmed")
             conditions.append({
                 "resourceType": "Condition", "id": cid, "meta": self.meta["Condition"],
                 "clinicalStatus": t.clinical["active"], "verificationStatus": t.verification[verification],
@@ -690,7 +703,7 @@ class _Block:
                           "use": t.use["primary" if m == 0 else "secondary"], "rank": m + 1})
         admit_codes, admit_cum = t.admit[c]
         discharge_codes, discharge_cum = t.discharge[c]
-        discharge = "079" if death_minute is not None else discharge_codes[_pick(rand, discharge_cum)]
+        discharge = rules.death_discharge if death_minute is not None else discharge_codes[_pick(rand, discharge_cum)]
         out.append({
             "resourceType": "Encounter", "id": eid, "meta": self.meta["Encounter"], "status": "finished",
             "class": t.class_cc[c], "type": t.contact_types[c], "serviceType": t.department_cc[department],
@@ -707,12 +720,12 @@ class _Block:
         for m, op in enumerate(operations):
             if rand.random() * 100 < op.pct:
                 out.append({"resourceType": "Procedure", "id": f"{pid}-p{j}-{m}", "meta": self.meta["Procedure"],
-                       "status": "completed", "code": self._coded("ops", op.ops, op.display, year),
-                       "subject": subject_ref, "encounter": encounter,
-                       "performedDateTime": stamp(start + int(rand.random() * (end - start)))})
+                            "status": "completed", "code": self._coded("ops", op.ops, op.display, year),
+                            "subject": subject_ref, "encounter": encounter,
+                            "performedDateTime": stamp(start + int(rand.random() * (end - start)))})
         self._observations(out, i, j, e, pid, subject_ref, encounter, c, start, stamp)
         self._medications(out, j, pid, subject_ref, encounter, c, start, end, stamp, year, onset_k,
-                                     onset_day, primary, medications)
+                          onset_day, primary, medications)
 
     def _observations(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject_ref: dict[str, str],
                       encounter: dict[str, str], c: int,
@@ -742,7 +755,8 @@ class _Block:
         when = stamp(start + 5 + int(rand.random() * 20))
         found: list[tuple[str, dict[str, Any]]] = []
         if rand.random() * 100 < klass.vitals_pct:
-            found.append(("heart_rate", {"valueQuantity": self._quantity(self.heart_rate[e], vitals["heart_rate"].unit)}))
+            rate = self._quantity(self.heart_rate[e], vitals["heart_rate"].unit)
+            found.append(("heart_rate", {"valueQuantity": rate}))
             unit = vitals["systolic"].unit
             found.append(("blood_pressure", {"component": [
                 {"code": t.vitals["systolic"], "valueQuantity": self._quantity(self.systolic[e], unit)},
@@ -753,14 +767,14 @@ class _Block:
                       ("bmi", {"valueQuantity": self._quantity(self.bmi[e], vitals["bmi"].unit)})]
         for kind, value in found:
             out.append({"resourceType": "Observation", "id": f"{pid}-v{j}-{kind.replace('_', '-')}",
-                   "meta": self.vital_meta[kind], "status": "final", "category": t.vital_category,
-                   "code": t.vitals[kind], "subject": subject_ref,
-                   "encounter": encounter, "effectiveDateTime": when, **value})
+                        "meta": self.vital_meta[kind], "status": "final", "category": t.vital_category,
+                        "code": t.vitals[kind], "subject": subject_ref,
+                        "encounter": encounter, "effectiveDateTime": when, **value})
         if j == 0:
             out.append({"resourceType": "Observation", "id": f"{pid}-smoking", "meta": self.meta_source,
-                   "status": "final", "category": t.social_category, "code": t.smoking_cc,
-                   "subject": subject_ref, "encounter": encounter,
-                   "effectiveDateTime": when, "valueCodeableConcept": t.smoking_values[self.smoke[i]]})
+                        "status": "final", "category": t.social_category, "code": t.smoking_cc,
+                        "subject": subject_ref, "encounter": encounter,
+                        "effectiveDateTime": when, "valueCodeableConcept": t.smoking_values[self.smoke[i]]})
 
     def _medications(self, out: list[dict[str, Any]], j: int, pid: str, subject_ref: dict[str, str],
                      encounter: dict[str, str], c: int, start: int, end: int,
@@ -778,16 +792,17 @@ class _Block:
                 if rand.random() * 100 >= drug.pct:
                     continue
                 first = day if onset_day[d] >= day - 30 else onset_day[d] + int(rand.random() * (day - onset_day[d]))
-                last = first + 30 + int(rand.random() * 2000) if rand.random() < 0.25 else None
+                stopped = rand.random() * 100 < cat.rules.stopped_medication_pct
+                last = first + 30 + int(rand.random() * 2000) if stopped else None
                 medications.append((drug, first, last))
                 period = {"start": days[first]} if last is None else {"start": days[first], "end": days[last]}
                 out.append({"resourceType": "MedicationStatement", "id": f"{pid}-ms{d}-{m}",
-                       "meta": self.meta["MedicationStatement"],
-                       "status": "active" if last is None or last > day else "completed",
-                       "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
-                       "subject": subject_ref, "context": encounter,
-                       "effectivePeriod": period, "dateAsserted": stamp(start),
-                       "dosage": [{"timing": _DAILY, "route": t.routes[drug.route],
+                            "meta": self.meta["MedicationStatement"],
+                            "status": "active" if last is None or last > day else "completed",
+                            "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
+                            "subject": subject_ref, "context": encounter,
+                            "effectivePeriod": period, "dateAsserted": stamp(start),
+                            "dosage": [{"timing": _DAILY, "route": t.routes[drug.route],
                                    "doseAndRate": [{"doseQuantity": self._quantity(drug.dose, drug.unit)}]}]})
         # administrations: single doses for the primary disease, continued and ward drugs during a stay
         given: list[tuple[Drug, bool]] = []
@@ -796,17 +811,18 @@ class _Block:
                 given += [(drug, True) for drug in cat.diseases[primary[1]].acute_medications
                           if rand.random() * 100 < drug.pct]
             given += [(drug, False) for drug, first, last in medications
-                      if first <= day and (last is None or last >= day) and rand.random() < 0.8]
+                      if first <= day and (last is None or last >= day)
+                      and rand.random() * 100 < cat.rules.continued_medication_pct]
             given += [(drug, False) for drug in cat.inpatient_medications if rand.random() * 100 < drug.pct]
         for m, (drug, single) in enumerate(given):
             begin = start + 30 + int(rand.random() * 120)
             effective = ({"effectiveDateTime": stamp(begin)} if single
                          else {"effectivePeriod": {"start": stamp(begin), "end": stamp(max(begin + 60, end - 120))}})
             out.append({"resourceType": "MedicationAdministration", "id": f"{pid}-ma{j}-{m}",
-                   "meta": self.meta["MedicationAdministration"], "status": "completed",
-                   "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
-                   "subject": subject_ref, "context": encounter, **effective,
-                   "dosage": {"route": t.routes[drug.route], "dose": self._quantity(drug.dose, drug.unit)}})
+                        "meta": self.meta["MedicationAdministration"], "status": "completed",
+                        "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
+                        "subject": subject_ref, "context": encounter, **effective,
+                        "dosage": {"route": t.routes[drug.route], "dose": self._quantity(drug.dose, drug.unit)}})
 
 
 _DAILY = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}
