@@ -60,7 +60,7 @@ def _install(packages: list[str]) -> str | None:
         command = [str(uv), "pip", "install", "-q", "-p", str(VENV_PYTHON), *packages]
     else:
         command = [str(VENV_PYTHON), "-m", "pip", "install", "-q", *packages]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
     return None if done.returncode == 0 else (done.stderr or done.stdout).strip()[-800:]
 
 
@@ -75,6 +75,7 @@ def ensure_venv() -> dict[str, str]:
             subprocess.run([str(uv), "venv", "-q", "-p", sys.executable, str(VENV)], check=True)
         else:
             subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    (VENV / ".gitignore").write_text("*\n")  # never committed (uv writes the same; venv does not)
     notes: dict[str, str] = {}
     if (error := _install(_pins())) is not None:
         # One peer (or a shared pin) may be uninstallable: try each peer alone, unpinned deps.
@@ -139,7 +140,7 @@ def run_sqlonfhir(lines: dict[str, list[bytes]], views: dict[str, dict]) -> dict
             empty = _null_columns(rows, _column_names(view))
             results[name] = {"resources": len(resources.get(kind, [])), "rows": len(rows), "seconds": seconds,
                              "note": f"all-null columns: {', '.join(empty)}" if empty else None}
-        except Exception as error:  # a peer's failure is a result, not a crash
+        except Exception as error:  # noqa: BLE001 - whatever a peer raises is a result, not a crash
             results[name] = {"resources": len(resources.get(kind, [])), "rows": None,
                              "seconds": time.perf_counter() - t1,
                              "note": f"error: {type(error).__name__}: {str(error)[:300]}"}
@@ -224,7 +225,7 @@ def run_fhir4ds(lines: dict[str, list[bytes]], views: dict[str, dict]) -> dict:
             t1 = time.perf_counter()
             try:
                 rows = runner.execute_view_definition(view).fetchall()
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - whatever a peer raises is a result
                 notes.append(f"error: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
                 continue
             seconds = time.perf_counter() - t1
@@ -262,7 +263,7 @@ def measure(peer: str, args: argparse.Namespace, expected: dict[str, int], insta
     command = [str(VENV_PYTHON), str(Path(__file__).resolve()), "--run-peer", peer,
                "--ndjson-dir", str(args.ndjson_dir), "--views", ",".join(args.views), "--sample", str(args.sample)]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
         report["note"] = f"skipped: no result within {args.timeout} s"
         return report
@@ -329,6 +330,8 @@ def main() -> None:
     if args.run_peer:
         child_main(args)
         return
+    if not args.ndjson_dir.is_dir():
+        parser.error(f"no NDJSON folder {args.ndjson_dir}")
     missing = [v for v in args.views if not (VIEWS_DIR / f"{v}.json").exists()]
     if missing:
         parser.error(f"no standard view {missing} in {VIEWS_DIR}")
