@@ -37,13 +37,19 @@ PINS_MARKER = VENV / "dic-pins.txt"
 # resolved to; pinned so that a rerun measures the same code.
 PEER_PINS = {"fhir4ds": "fhir4ds==0.5.1", "sqlonfhir": "sqlonfhir==0.0.2"}
 DEPENDENCY_PINS = (
-    "antlr4-python3-runtime==4.13.2", "duckdb==2.0.1", "fhirpathpy==2.1.0", "numpy==2.4.6",
-    "pandas==3.1.1", "psycopg2-binary==2.9.13", "python-dateutil==2.9.0.post0",
+    "antlr4-python3-runtime==4.13.2",
+    "duckdb==2.0.1",
+    "fhirpathpy==2.1.0",
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    "psycopg2-binary==2.9.13",
+    "python-dateutil==2.9.0.post0",
 )
 PEERS = tuple(PEER_PINS)
 
 
 # ---------------------------------------------------------------- virtualenv bootstrap
+
 
 def _pins() -> list[str]:
     return [*PEER_PINS.values(), *DEPENDENCY_PINS]
@@ -89,6 +95,7 @@ def ensure_venv() -> dict[str, str]:
 
 # ---------------------------------------------------------------- input
 
+
 def parse_expected(text: str | None) -> dict[str, int]:
     expected: dict[str, int] = {}
     for item in filter(None, (text or "").split(",")):
@@ -106,7 +113,9 @@ def sample_lines(folder: Path, types: list[str], sample: int) -> dict[str, list[
     lines: dict[str, list[bytes]] = {}
     for kind in types:
         path = folder / f"{kind}.ndjson"
-        lines[kind] = [line for line in path.read_bytes().splitlines() if line.strip()] if path.exists() else []
+        lines[kind] = (
+            [line for line in path.read_bytes().splitlines() if line.strip()] if path.exists() else []
+        )
     total = sum(len(v) for v in lines.values())
     if sample and total > sample:
         lines = {k: v[: len(v) * sample // total] for k, v in lines.items()}
@@ -114,6 +123,7 @@ def sample_lines(folder: Path, types: list[str], sample: int) -> dict[str, list[
 
 
 # ---------------------------------------------------------------- the peers (child process)
+
 
 def run_sqlonfhir(lines: dict[str, list[bytes]], views: dict[str, dict]) -> dict:
     from sqlonfhir import evaluate, sqlonfhir
@@ -124,8 +134,7 @@ def run_sqlonfhir(lines: dict[str, list[bytes]], views: dict[str, dict]) -> dict
     evaluator = sqlonfhir.ViewDefinitionEvaluator
     for name in ("get_resource_key", "get_reference_key"):
         original = getattr(evaluator, name)
-        setattr(evaluator, name, staticmethod(
-            lambda ctx, *rest, _f=original: _f(ctx, *rest) if ctx else []))
+        setattr(evaluator, name, staticmethod(lambda ctx, *rest, _f=original: _f(ctx, *rest) if ctx else []))
 
     t0 = time.perf_counter()
     resources = {kind: [json.loads(line) for line in chunk] for kind, chunk in lines.items()}
@@ -138,15 +147,25 @@ def run_sqlonfhir(lines: dict[str, list[bytes]], views: dict[str, dict]) -> dict
             rows = evaluate(resources.get(kind, []), view)
             seconds = time.perf_counter() - t1
             empty = _null_columns(rows, _column_names(view))
-            results[name] = {"resources": len(resources.get(kind, [])), "rows": len(rows), "seconds": seconds,
-                             "note": f"all-null columns: {', '.join(empty)}" if empty else None}
+            results[name] = {
+                "resources": len(resources.get(kind, [])),
+                "rows": len(rows),
+                "seconds": seconds,
+                "note": f"all-null columns: {', '.join(empty)}" if empty else None,
+            }
         except Exception as error:  # noqa: BLE001 - whatever a peer raises is a result, not a crash
-            results[name] = {"resources": len(resources.get(kind, [])), "rows": None,
-                             "seconds": time.perf_counter() - t1,
-                             "note": f"error: {type(error).__name__}: {str(error)[:300]}"}
-    return {"load_seconds": load_s, "load_note": "json.loads of the NDJSON lines (no store); patched: getReferenceKey() "
-            "on an absent reference returns empty instead of raising IndexError",
-            "views": results}
+            results[name] = {
+                "resources": len(resources.get(kind, [])),
+                "rows": None,
+                "seconds": time.perf_counter() - t1,
+                "note": f"error: {type(error).__name__}: {str(error)[:300]}",
+            }
+    return {
+        "load_seconds": load_s,
+        "load_note": "json.loads of the NDJSON lines (no store); patched: getReferenceKey() "
+        "on an absent reference returns empty instead of raising IndexError",
+        "views": results,
+    }
 
 
 def _null_columns(rows: list, names: list[str]) -> list[str]:
@@ -233,12 +252,20 @@ def run_fhir4ds(lines: dict[str, list[bytes]], views: dict[str, dict]) -> dict:
                 notes.append("rows from a rerun with its FHIRPath compiler off (simple-extraction fallback)")
             if empty := _null_columns(rows, _column_names(view)):
                 notes.append(f"all-null columns: {', '.join(empty)}")
-            results[name] = {"resources": counts.get(kind, 0), "rows": len(rows), "seconds": seconds,
-                             "note": "; ".join(notes) or None}
+            results[name] = {
+                "resources": counts.get(kind, 0),
+                "rows": len(rows),
+                "seconds": seconds,
+                "note": "; ".join(notes) or None,
+            }
             break
         else:
-            results[name] = {"resources": counts.get(kind, 0), "rows": None, "seconds": time.perf_counter() - t1,
-                             "note": "; ".join(notes)}
+            results[name] = {
+                "resources": counts.get(kind, 0),
+                "rows": None,
+                "seconds": time.perf_counter() - t1,
+                "note": "; ".join(notes),
+            }
     return {"load_seconds": load_s, "load_note": load_note, "views": results}
 
 
@@ -254,14 +281,33 @@ def child_main(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- orchestration
 
+
 def measure(peer: str, args: argparse.Namespace, expected: dict[str, int], install_note: str | None) -> dict:
-    report: dict = {"name": peer, "version": PEER_PINS[peer].split("==")[1], "seconds": None,
-                    "resources": None, "resources_per_s": None, "rows": None, "views": {}, "note": None}
+    report: dict = {
+        "name": peer,
+        "version": PEER_PINS[peer].split("==")[1],
+        "seconds": None,
+        "resources": None,
+        "resources_per_s": None,
+        "rows": None,
+        "views": {},
+        "note": None,
+    }
     if install_note:
         report["note"] = install_note
         return report
-    command = [str(VENV_PYTHON), str(Path(__file__).resolve()), "--run-peer", peer,
-               "--ndjson-dir", str(args.ndjson_dir), "--views", ",".join(args.views), "--sample", str(args.sample)]
+    command = [
+        str(VENV_PYTHON),
+        str(Path(__file__).resolve()),
+        "--run-peer",
+        peer,
+        "--ndjson-dir",
+        str(args.ndjson_dir),
+        "--views",
+        ",".join(args.views),
+        "--sample",
+        str(args.sample),
+    ]
     try:
         done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -289,8 +335,11 @@ def measure(peer: str, args: argparse.Namespace, expected: dict[str, int], insta
             total_seconds += view_seconds
     ran = [v for v in child["views"].values() if v["rows"] is not None]
     report.update(
-        views=child["views"], load_seconds=child["load_seconds"], load_note=child["load_note"],
-        seconds=total_seconds, resources=total_resources,
+        views=child["views"],
+        load_seconds=child["load_seconds"],
+        load_note=child["load_note"],
+        seconds=total_seconds,
+        resources=total_resources,
         rows={name: v["rows"] for name, v in child["views"].items()},
         resources_per_s=total_resources / total_seconds if ran and total_seconds else None,
         note="; ".join(notes) or None,
@@ -301,25 +350,36 @@ def measure(peer: str, args: argparse.Namespace, expected: dict[str, int], insta
 
 
 def print_table(result: dict) -> None:
-    print(f"peers on {result['ndjson_dir']} (sample {result['sample']:,}), views {', '.join(result['views'])}")
+    print(
+        f"peers on {result['ndjson_dir']} (sample {result['sample']:,}), views {', '.join(result['views'])}"
+    )
     for peer in result["peers"]:
         if not peer["resources_per_s"]:
             print(f"  {peer['name']} {peer['version']}: {peer['note']}")
             continue
-        print(f"  {peer['name']} {peer['version']}: {peer['resources']:,} resources in {peer['seconds']:.1f} s "
-              f"= {peer['resources_per_s']:,.0f}/s (load {peer['load_seconds']:.1f} s: {peer['load_note']})")
+        print(
+            f"  {peer['name']} {peer['version']}: {peer['resources']:,} resources in {peer['seconds']:.1f} s "
+            f"= {peer['resources_per_s']:,.0f}/s (load {peer['load_seconds']:.1f} s: {peer['load_note']})"
+        )
         for name, view in peer["views"].items():
             rate = f"{view['resources_per_s']:>9,.0f}/s" if view["resources_per_s"] else f"{'-':>11s}"
             rows = "-" if view["rows"] is None else f"{view['rows']:,}"
-            print(f"    {name:14s} {view['resources']:>8,} resources {rows:>9s} rows {view['seconds']:7.2f} s "
-                  f"{rate}  {view['note'] or ''}")
+            print(
+                f"    {name:14s} {view['resources']:>8,} resources {rows:>9s} rows {view['seconds']:7.2f} s "
+                f"{rate}  {view['note'] or ''}"
+            )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ndjson-dir", type=Path, required=True)
-    parser.add_argument("--views", type=lambda s: [v for v in s.split(",") if v],
-                        default=["patient", "observation", "condition"])
+    parser.add_argument(
+        "--views",
+        type=lambda s: [v for v in s.split(",") if v],
+        default=["patient", "observation", "condition"],
+    )
     parser.add_argument("--sample", type=int, default=100_000, help="at most this many resources (0: all)")
     parser.add_argument("--expected-rows", help="our row counts, e.g. patient=123,observation=456")
     parser.add_argument("--peers", type=lambda s: [p for p in s.split(",") if p], default=list(PEERS))
@@ -343,9 +403,14 @@ def main() -> None:
     except (OSError, subprocess.CalledProcessError) as error:
         install_notes = {peer: f"skipped: cannot create {VENV}: {error}" for peer in PEERS}
     expected = parse_expected(args.expected_rows)
-    result = {"ndjson_dir": str(args.ndjson_dir), "sample": args.sample, "views": args.views,
-              "expected_rows": expected, "python": str(VENV_PYTHON),
-              "peers": [measure(peer, args, expected, install_notes.get(peer)) for peer in args.peers]}
+    result = {
+        "ndjson_dir": str(args.ndjson_dir),
+        "sample": args.sample,
+        "views": args.views,
+        "expected_rows": expected,
+        "python": str(VENV_PYTHON),
+        "peers": [measure(peer, args, expected, install_notes.get(peer)) for peer in args.peers],
+    }
     if args.json:
         print(json.dumps(result, indent=1))
     else:
