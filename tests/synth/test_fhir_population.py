@@ -342,8 +342,9 @@ def test_catalog_problems_are_all_reported(tmp_path: Path) -> None:
     broken.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     with pytest.raises(DefinitionError) as caught:
         load_catalog(broken)
-    message = str(caught.value)
-    assert "9999" in message and "no-such-disease" in message
+    assert [p.path for p in caught.value.problems] == ["/diseases/0/risk_factors/no-such-disease",
+                                                       "/diseases/0/department"]
+    assert "9999" in str(caught.value)
 
 
 # ------------------------------------------------------------------ the deliberately broken file

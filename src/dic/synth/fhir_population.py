@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dic.errors import ConfigError, DefinitionError, Problem
 
@@ -229,58 +229,83 @@ class Catalog(_Entry):
     consent: ConsentPolicy
     diseases: list[Disease]
 
-    @model_validator(mode="after")
-    def _cross_references(self) -> Catalog:
-        problems: list[str] = []
+    def problems(self) -> list[Problem]:
+        """What the schema cannot see: references between entries, and what the engine relies on."""
+        found: list[Problem] = []
+
+        def check(ok: bool, path: str, message: str) -> None:
+            if not ok:
+                found.append(Problem(path, message))
+
         classes = {c.code for c in self.encounter_classes}
         labs = {lab.loinc for lab in self.labs}
         bands = len(self.population.age_bands)
         seen: set[str] = set()
-        drugs = [*self.inpatient_medications]
-        for d in self.diseases:
-            where = f"/diseases/{d.id}"
-            problems += [f"{where}/risk_factors/{f}: not an earlier disease" for f in d.risk_factors if f not in seen]
-            problems += [f"{where}/labs/{code}: not in /labs" for code in d.labs if code not in labs]
-            problems += [f"{where}/prevalence_pct/{s}: needs {bands} values" for s, v in d.prevalence_pct.items()
-                         if len(v) != bands]
-            if d.department not in self.departments:
-                problems.append(f"{where}/department: unknown {d.department}")
-            if d.onset_class not in classes:
-                problems.append(f"{where}/onset_class: unknown {d.onset_class}")
-            drugs += [*d.medications, *d.acute_medications]
+        for n, d in enumerate(self.diseases):
+            where = f"/diseases/{n}"
+            for factor in d.risk_factors:
+                check(factor in seen, f"{where}/risk_factors/{factor}", f"{d.id}: not a disease listed before it")
+            for code in d.labs:
+                check(code in labs, f"{where}/labs/{code}", f"{d.id}: no such lab in /labs")
+            for sex in ("female", "male"):
+                check(len(d.prevalence_pct.get(sex, [])) == bands, f"{where}/prevalence_pct/{sex}",
+                      f"{d.id}: needs {bands} values, one per age band")
+            check(d.department in self.departments, f"{where}/department", f"{d.id}: unknown {d.department}")
+            check(d.onset_class in classes, f"{where}/onset_class", f"{d.id}: unknown class {d.onset_class}")
+            check(bool(d.icd), f"{where}/icd", f"{d.id}: needs at least one code")
+            for kind in ("medications", "acute_medications"):
+                for m, drug in enumerate(getattr(d, kind)):
+                    check(drug.route in self.routes, f"{where}/{kind}/{m}/route", f"unknown route {drug.route}")
             seen.add(d.id)
-        problems += [f"/encounter_reasons/{r.icd}/department: unknown" for r in self.encounter_reasons
-                     if r.department not in self.departments]
-        problems += [f"/{kind}/{c}: unknown encounter class" for kind, items in
-                     (("encounter_reasons", self.encounter_reasons), ("class_procedures", self.class_procedures))
-                     for item in items for c in item.classes if c not in classes]
-        problems += [f"/labs/{lab.loinc}: needs range, or female and male" for lab in self.labs
-                     if lab.range is None and (lab.female is None or lab.male is None)]
-        problems += [f"medication {d.atc}: unknown route {d.route}" for d in drugs if d.route not in self.routes]
-        for c in self.encounter_classes:
-            problems += [f"/encounter_classes/{c.code}/admit_sources/{k}: unknown" for k in c.admit_sources
-                         if k not in self.admit_sources]
-            problems += [f"/encounter_classes/{c.code}/discharge/{k}: unknown" for k in c.discharge
-                         if k not in self.discharge_dispositions]
-            if (c.duration_minutes is None) == (c.length_of_stay_days is None):
-                problems.append(f"/encounter_classes/{c.code}: needs duration_minutes or length_of_stay_days")
-        if self.rules.death_discharge not in self.discharge_dispositions:
-            problems.append(f"/rules/death_discharge: unknown {self.rules.death_discharge}")
-        if not any(c.length_of_stay_days for c in self.encounter_classes):
-            problems.append("/encounter_classes: needs an inpatient class (with length_of_stay_days)")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        for m, drug in enumerate(self.inpatient_medications):
+            check(drug.route in self.routes, f"/inpatient_medications/{m}/route", f"unknown route {drug.route}")
+        for n, reason in enumerate(self.encounter_reasons):
+            check(reason.department in self.departments, f"/encounter_reasons/{n}/department",
+                  f"unknown {reason.department}")
+        for kind, items in (("encounter_reasons", self.encounter_reasons), ("class_procedures", self.class_procedures)):
+            for n, item in enumerate(items):
+                for c in item.classes:
+                    check(c in classes, f"/{kind}/{n}/classes", f"unknown encounter class {c}")
+        for n, lab in enumerate(self.labs):
+            check(lab.range is not None or (lab.female is not None and lab.male is not None), f"/labs/{n}",
+                  f"{lab.loinc}: needs range, or female and male")
+            for c in lab.pct:
+                check(c in classes, f"/labs/{n}/pct/{c}", "unknown encounter class")
+        for n, c in enumerate(self.encounter_classes):
+            for k in c.admit_sources:
+                check(k in self.admit_sources, f"/encounter_classes/{n}/admit_sources/{k}", "unknown admit source")
+            for k in c.discharge:
+                check(k in self.discharge_dispositions, f"/encounter_classes/{n}/discharge/{k}",
+                      "unknown discharge disposition")
+            check((c.duration_minutes is None) != (c.length_of_stay_days is None), f"/encounter_classes/{n}",
+                  f"{c.code}: needs either duration_minutes or length_of_stay_days")
+        check(any(c.length_of_stay_days for c in self.encounter_classes), "/encounter_classes",
+              "needs an inpatient class (one with length_of_stay_days)")
+        check(self.rules.death_discharge in self.discharge_dispositions, "/rules/death_discharge",
+              f"unknown discharge disposition {self.rules.death_discharge}")
+        for key in _VITAL_SIGNS:
+            check(key in self.vital_signs, f"/vital_signs/{key}", "missing")
+        missing_profiles = set(_PROFILED_TYPES) - set(self.profiles)
+        check(not missing_profiles, "/profiles", f"missing {sorted(missing_profiles)}")
+        return found
+
+
+_VITAL_SIGNS = ("heart_rate", "blood_pressure", "systolic", "diastolic", "body_height", "body_weight", "bmi")
+_PROFILED_TYPES = ("Patient", "Encounter", "Condition", "Procedure", "Observation", "MedicationAdministration",
+                   "MedicationStatement", "Consent", "Specimen")
 
 
 @cache
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
-    """The generator's catalog, validated; every problem is reported at once."""
+    """The generator's catalog, validated; every problem is reported at once (DefinitionError)."""
     try:
-        return Catalog.model_validate(yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader))
+        catalog = Catalog.model_validate(yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader))
     except ValidationError as error:
         problems = [Problem("/" + "/".join(str(p) for p in e["loc"]), e["msg"]) for e in error.errors()]
         raise DefinitionError(str(path), problems) from error
+    if problems := catalog.problems():
+        raise DefinitionError(str(path), problems)
+    return catalog
 
 
 # ------------------------------------------------------------------ precomputed tables
