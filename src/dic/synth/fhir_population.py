@@ -433,6 +433,12 @@ def generate_population(patients: int, seed: int, *, site: str = "site-a",
     MedicationStatement, MedicationAdministration, Consent, Specimen). Deterministic in
     (patients, seed, site, years); streams block by block.
     """
+    for resources in _patients(patients, seed, site, years):
+        yield from resources
+
+
+def _patients(patients: int, seed: int, site: str, years: tuple[int, int]) -> Iterator[list[dict[str, Any]]]:
+    """Each patient's resources as one list (write_ndjson's fast path; validates the arguments)."""
     if patients < 0 or seed < 0:
         raise ConfigError(f"patients and seed must be >= 0 (got patients={patients}, seed={seed})")
     if not (_FIRST_YEAR + 1 <= years[0] <= years[1] <= _LAST_YEAR - 50):
@@ -445,7 +451,7 @@ def generate_population(patients: int, seed: int, *, site: str = "site-a",
         count = min(BLOCK_PATIENTS, patients - first)
         block = _Block(tables, rng, site, seed, years, first, count)
         for i in range(count):
-            yield from block.patient(i)
+            yield block.patient(i)
 
 
 class _Block:
@@ -869,18 +875,20 @@ def write_ndjson(out_dir: Path, patients: int, seed: int, *, site: str = "site-a
     counts: dict[str, int] = {}
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     try:
-        for resource in generate_population(patients, seed, site=site, years=years):
-            kind = resource["resourceType"]
-            handle = handles.get(kind)
-            if handle is None:
-                files.append((out_dir / f"{kind}{suffix}").open("wb", buffering=_BUFFER_BYTES))
-                if gzip:
-                    files.append(GzipFile(filename="", mode="wb", fileobj=files[-1], mtime=0, compresslevel=_GZIP_LEVEL))
-                    files.append(io.BufferedWriter(files[-1], buffer_size=_BUFFER_BYTES))
-                handle = handles[kind] = files[-1]
-                counts[kind] = 0
-            handle.write(dumps(resource, option=newline))
-            counts[kind] += 1
+        for resources in _patients(patients, seed, site, years):
+            for resource in resources:
+                kind = resource["resourceType"]
+                handle = handles.get(kind)
+                if handle is None:
+                    files.append((out_dir / f"{kind}{suffix}").open("wb", buffering=_BUFFER_BYTES))
+                    if gzip:
+                        files.append(GzipFile(filename="", mode="wb", fileobj=files[-1], mtime=0,
+                                              compresslevel=_GZIP_LEVEL))
+                        files.append(io.BufferedWriter(files[-1], buffer_size=_BUFFER_BYTES))
+                    handle = handles[kind] = files[-1]
+                    counts[kind] = 0
+                handle.write(dumps(resource, option=newline))
+                counts[kind] += 1
     finally:
         for file in reversed(files):
             file.close()
