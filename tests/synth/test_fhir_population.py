@@ -22,13 +22,8 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from dic.errors import ConfigError, DefinitionError
 from dic.fhir import check_resource
-from dic.synth.fhir_population import (
-    CATALOG_PATH,
-    generate_population,
-    load_catalog,
-    write_bad_samples,
-    write_ndjson,
-)
+from dic.synth import generate_population, write_bad_samples, write_ndjson
+from dic.synth.catalog import CATALOG_PATH, load_catalog
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 ICD = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"

@@ -56,7 +56,7 @@ def demo(
                     "views": {v.name: v.rows for v in views}, "quarantined": len(rejected), "seconds": seconds})
         return
     console.rule("[bold]DIC demo[/bold]")
-    print_batches(first)
+    print_batches(first, names_only=True)
     changed = sum(r.loaded + r.updated + r.deleted for r in second)
     console.print(f"reloading the same files: {changed} resources changed (idempotent load)")
     print_rows(["resource type", "resources"], [*counts.items(), ("total", sum(counts.values()))], title="Repository")

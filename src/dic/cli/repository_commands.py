@@ -44,8 +44,9 @@ def init(
         console.print(f"repository {settings.repo.resolve()} on {config.engine.value}")
 
 
-def print_batches(reports: list[BatchReport]) -> None:
-    rows = [[r.batch_id, r.source, *[getattr(r, k) for k in RECONCILIATION]] for r in reports]
+def print_batches(reports: list[BatchReport], names_only: bool = False) -> None:
+    rows = [[r.batch_id, Path(r.source).name if names_only else r.source, *[getattr(r, k) for k in RECONCILIATION]]
+            for r in reports]
     total = [sum(getattr(r, k) for r in reports) for k in RECONCILIATION]
     print_rows(["batch", "source", *RECONCILIATION], [*rows, ["", "total", *total]], title="Load reconciliation")
 
