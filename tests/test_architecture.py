@@ -72,3 +72,15 @@ def test_help_does_not_import_pyspark() -> None:
 def test_no_module_named_like_a_dumping_ground() -> None:
     bad = [p for p in SRC.rglob("*.py") if p.stem in {"utils", "helpers", "misc", "common"}]
     assert not bad
+
+
+def test_exported_members() -> None:
+    """The public surface changes only on purpose."""
+    import dic
+
+    assert dic.__all__ == sorted(dic.__all__)
+    assert dic.__all__ == [
+        "DicError", "Engine", "compile_view", "connect", "evaluate_view", "init_repository", "load_catalog",
+        "load_paths", "open_repository", "refresh_views", "validate_view",
+    ]
+    assert all(hasattr(dic, name) for name in dic.__all__)

@@ -23,9 +23,9 @@ def connect(engine: Engine | str, url: str | Path, *, read_only: bool = False) -
         from dic.engines.postgres import PostgresDatabase
 
         return PostgresDatabase(str(url), read_only=read_only)
-    from dic.engines.spark import SparkDatabase
-
     from urllib.parse import parse_qs
+
+    from dic.engines.spark import SparkDatabase
 
     master, _, query = str(url).partition("?")
     options = {k: v[-1] for k, v in parse_qs(query).items()}

@@ -19,4 +19,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'dic.sources' has no attribute {name!r}")
 
 
-__all__ = sorted(["Entry", "Rejection", "find_fhir_files", "is_fhir_file", "read_fhir", *_BULK_EXPORT])
+__all__ = [
+    "BulkExportResult",
+    "Entry",
+    "ExportProgress",
+    "ExportedFile",
+    "Rejection",
+    "export_to_folder",
+    "find_fhir_files",
+    "is_fhir_file",
+    "read_fhir",
+]

@@ -2,7 +2,7 @@
 the compiler to one SQL for every engine, the materializer, and the standard views."""
 
 from dic.views.catalog import ViewCatalog, load_catalog, standard_folder
-from dic.views.compiler import CompiledView, compile_view
+from dic.views.compiler import CompiledView, OutputColumn, compile_view
 from dic.views.conformance import SuiteReport, format_lines, run_reference, run_suite
 from dic.views.evaluator import ViewColumn, evaluate_view, view_columns
 from dic.views.materialize import RefreshReport, refresh_views, view_status
@@ -12,6 +12,7 @@ from dic.views.view_definition import ViewDefinition
 
 __all__ = [
     "CompiledView",
+    "OutputColumn",
     "RefreshReport",
     "SqlRunner",
     "SuiteReport",
@@ -29,4 +30,5 @@ __all__ = [
     "suite_runner",
     "validate_view",
     "view_columns",
+    "view_status",
 ]
