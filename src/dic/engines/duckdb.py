@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,9 @@ from dic.engines.database import Database, Result
 from dic.engines.engine import Engine
 
 
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
 class DuckDBDatabase(Database):
     engine = Engine.duckdb
 
@@ -20,6 +24,10 @@ class DuckDBDatabase(Database):
         self.path = str(path)
         self.connection = duckdb.connect(self.path, read_only=read_only)
         self.connection.execute("SET enable_progress_bar = false")  # Rich draws our progress
+        # DuckDB's default (80 % of RAM) lets its buffer pool grow to gigabytes on a 1M-resource
+        # load; a bound keeps the embedded default a good neighbour, and DuckDB spills beyond it.
+        limit = os.environ.get("DIC_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+        self.connection.execute("SET memory_limit = $limit", {"limit": limit})
 
     def _run(self, sql: str, fetch: bool) -> Result | None:
         cursor = self.connection.execute(sql)
