@@ -49,7 +49,9 @@ USAGE_ERRORS = (InputError, DefinitionError, ConfigError)
 def run() -> None:
     """Run the CLI: exit 0 on success, 1 on a runtime failure, 2 on a usage error or invalid definition."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of raising
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except SystemExit:
         raise
     except DicError as error:

@@ -36,7 +36,9 @@ class SqlRunner:
         view = validate_view(view_json, view_json.get("name") or "<test view>")
         drop_schema(self.db)
         ensure_schema(self.db)
-        entries = [Entry.of(r, "suite", f"resource {i}") for i, r in enumerate(resources)]
+        # The repository stores only resources with an id; a few suite resources have none.
+        stored = [r if "id" in r else {**r, "id": f"suite-{i}"} for i, r in enumerate(resources)]
+        entries = [Entry.of(r, "suite", f"resource {i}") for i, r in enumerate(stored)]
         load_records(self.db, "suite", entries)
         try:
             compiled = compile_view(view)
