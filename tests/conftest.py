@@ -11,9 +11,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,35 @@ def db(request: pytest.FixtureRequest, make_database: Callable[[Engine], Databas
 def spark_db(make_database: Callable[[Engine], Database]) -> Database:
     """A fresh repository database on local Spark (the smaller Spark tests)."""
     return make_database(Engine.spark)
+
+
+# ---------------------------------------------------------------- the CLI, in process
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def dic(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run `dic ARGS` in this process exactly as the console script does (same entry point,
+    same exit codes); `cwd` sets the working folder, `check` fails the test on a non-zero exit."""
+    from dic.cli import main
+
+    def run(*args: str, cwd: Path | None = None, check: bool = True) -> CliResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["dic", *args])
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        if check and code != 0:
+            raise AssertionError(f"dic {' '.join(args)} exited {code}\n{out}\n{err}")
+        return CliResult(code, out, err)
+
+    return run

@@ -7,48 +7,19 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
+
+from conftest import CliResult
 
 PATIENTS = [{"resourceType": "Patient", "id": f"p{i}", "gender": "female" if i % 2 else "male",
              "birthDate": f"19{50 + i}-01-01"} for i in range(6)]
 
 
 @pytest.fixture
-def dic(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Done]:
-    """Run `dic ARGS` in this process, exactly as the console script does (one subprocess
-    test below checks the real entry point)."""
-    from dic.cli import main
-
-    def run(*args: str, cwd: Path, check: bool = True) -> Done:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["dic", *args])
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        if check and code != 0:
-            raise AssertionError(f"dic {' '.join(args)} exited {code}\n{out}\n{err}")
-        return Done(code, out, err)
-
-    return run
-
-
-@dataclass
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def repo(tmp_path: Path, dic: Callable[..., Done]) -> Path:
+def repo(tmp_path: Path, dic: Callable[..., CliResult]) -> Path:
     dic("--repo", "r", "init", cwd=tmp_path)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "Patient.ndjson").write_bytes(
@@ -56,7 +27,7 @@ def repo(tmp_path: Path, dic: Callable[..., Done]) -> Path:
     return tmp_path
 
 
-def test_load_status_views_sql_and_quarantine(repo: Path, dic: Callable[..., Done]) -> None:
+def test_load_status_views_sql_and_quarantine(repo: Path, dic: Callable[..., CliResult]) -> None:
     loaded = json.loads(dic("--repo", "r", "--json", "load", "in", cwd=repo).stdout)
     assert [(b["read"], b["loaded"], b["quarantined"]) for b in loaded] == [(7, 6, 1)]
     refreshed = json.loads(dic("--repo", "r", "--json", "views", "refresh", "patient", cwd=repo).stdout)
@@ -84,14 +55,14 @@ def test_missing_path_is_one_line_and_exit_2(repo: Path) -> None:
     assert done.stderr.strip() == "error: does-not-exist.ndjson: no such file or folder"
 
 
-def test_sql_refuses_writes(repo: Path, dic: Callable[..., Done]) -> None:
+def test_sql_refuses_writes(repo: Path, dic: Callable[..., CliResult]) -> None:
     done = dic("--repo", "r", "sql", "DELETE FROM resource", cwd=repo, check=False)
     assert done.returncode == 2 and "read-only" in done.stderr
     done = dic("--repo", "r", "--json", "sql", "SELECT 1; DROP TABLE resource", cwd=repo, check=False)
     assert done.returncode == 2 and json.loads(done.stdout)["error"] == "DefinitionError"
 
 
-def test_invalid_user_view_names_file_and_pointer(repo: Path, dic: Callable[..., Done]) -> None:
+def test_invalid_user_view_names_file_and_pointer(repo: Path, dic: Callable[..., CliResult]) -> None:
     (repo / "r" / "views" / "broken.json").write_text(json.dumps(
         {"resourceType": "ViewDefinition", "name": "broken", "status": "active", "resource": "Patient",
          "select": [{"column": [{"name": "bad name", "path": "id"}]}]}))
@@ -100,7 +71,7 @@ def test_invalid_user_view_names_file_and_pointer(repo: Path, dic: Callable[...,
     assert "broken.json" in done.stderr and "/select/0/column/0/name" in done.stderr
 
 
-def test_no_repository_is_a_clear_error(tmp_path: Path, dic: Callable[..., Done]) -> None:
+def test_no_repository_is_a_clear_error(tmp_path: Path, dic: Callable[..., CliResult]) -> None:
     done = dic("--repo", "nowhere", "status", cwd=tmp_path, check=False)
     assert done.returncode == 2
     assert "no repository here; create one with 'dic init'" in done.stderr
