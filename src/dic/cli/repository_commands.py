@@ -137,7 +137,7 @@ def status() -> None:
     print_rows(["view", "rows", "mode", "refreshed at"],
                [[v["name"], v["rows"], v["mode"], v["refreshed_at"]] for v in views], title="Views")
     print_rows(["batch", "source", "status", *RECONCILIATION],
-               [[b["batch_id"], b["source"], b["status"], *[b[k] for k in RECONCILIATION]] for b in batches],
+               [[b["batch_id"], Path(b["source"]).name, b["status"], *[b[k] for k in RECONCILIATION]] for b in batches],
                title="Recent load batches")
     console.print(f"quarantine: {quarantined} record(s) — see 'dic quarantine list'")
 
