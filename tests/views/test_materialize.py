@@ -99,3 +99,24 @@ def test_refresh_after_load_is_incremental(db: Database, tmp_path: Path) -> None
     genders = dict(db.fetch(exp.select(column("id"), column("gender")).from_(table("patient")), "read").rows)
     assert genders["p0"] == "female" and genders["p-new"] == "other" and "p1" not in genders
     assert len(genders) == 50
+
+
+def test_view_beyond_the_compiler_is_evaluated_and_refreshed(db: Database, tmp_path: Path) -> None:
+    from dic.views import ViewCatalog, validate_view
+
+    view = validate_view({"resourceType": "ViewDefinition", "name": "answers", "status": "active",
+                          "resource": "QuestionnaireResponse",
+                          "select": [{"column": [{"name": "id", "path": "id", "type": "id"}]},
+                                     {"repeat": ["item"], "column": [{"name": "link_id", "path": "linkId",
+                                                                       "type": "string"}]}]})
+    catalog = ViewCatalog(views={"answers": view}, origins={"answers": "test"})
+    response = {"resourceType": "QuestionnaireResponse", "id": "q1", "status": "completed",
+                "item": [{"linkId": "1", "item": [{"linkId": "1.1"}]}, {"linkId": "2"}]}
+    load_paths(db, [ndjson(tmp_path / "a.ndjson", [response])])
+    [first] = refresh_views(db, catalog)
+    assert (first.mode, first.strategy, first.rows) == ("evaluated", "full", 3)
+    assert "evaluated in Python" in (first.notice or "")
+    load_paths(db, [ndjson(tmp_path / "b.ndjson", [{**response, "item": [{"linkId": "9"}]}])])
+    [second] = refresh_views(db, catalog)
+    assert (second.strategy, second.rows) == ("incremental", 1)
+    assert db.fetch(exp.select(column("id"), column("link_id")).from_(table("answers")), "read").rows == [("q1", "9")]

@@ -329,6 +329,12 @@ class OutputColumn:
     sql_type: str  # TEXT, BIGINT, DOUBLE, BOOLEAN or JSON (collections)
 
 
+def resource_key() -> exp.Expression:
+    """The key of the `resource` row under alias `r`: 'Patient/p1', as getResourceKey() gives it."""
+    return exp.Concat(expressions=[column("resource_type", RESOURCE_ALIAS), exp.Literal.string("/"),
+                                   column("id", RESOURCE_ALIAS)])
+
+
 @dataclass(frozen=True)
 class CompiledView:
     """The compiled view: its output columns in order and the query that produces them."""
@@ -346,9 +352,7 @@ class CompiledView:
             exp.alias_(e.copy(), c.name, quoted=True) for c, e in zip(self.columns, self.expressions, strict=True)
         ]
         if with_key:
-            key = exp.Concat(expressions=[column("resource_type", RESOURCE_ALIAS), exp.Literal.string("/"),
-                                          column("id", RESOURCE_ALIAS)])
-            projections.append(exp.alias_(key, KEY_COLUMN, quoted=True))
+            projections.append(exp.alias_(resource_key(), KEY_COLUMN, quoted=True))
         conditions = [
             column("resource_type", RESOURCE_ALIAS).eq(exp.Literal.string(self.view.resource)),
             exp.not_(column("deleted", RESOURCE_ALIAS)),

@@ -125,27 +125,40 @@ def _plan(select: Select, pointer: str, evaluation: _Evaluation) -> _SelectPlan:
 # --- evaluation ----------------------------------------------------------------------------
 
 
-def evaluate_view(view: ViewDefinition, resources: Iterable[dict]) -> Iterator[dict]:
-    """Rows of `view` over `resources` (other resource types are skipped), each a dict in column order.
+class ViewEvaluator:
+    """A view with every path parsed once, evaluated resource by resource.
 
     Raises DefinitionError when a path fails on a resource, or a column that is not a
     collection yields more than one value (the problem names the column and the resource).
     """
-    evaluation = _Evaluation(view)
-    plans = [_plan(s, f"/select/{i}", evaluation) for i, s in enumerate(view.select)]
-    wheres = [_compile(w.path, f"/where/{i}/path", evaluation) for i, w in enumerate(view.where)]
-    names = [c.name for c in view_columns(view)]
-    for resource in resources:
-        if resource.get("resourceType") != view.resource:
-            continue
-        if not all(_is_true(w, resource, f"/where/{i}/path", evaluation) for i, w in enumerate(wheres)):
-            continue
-        parts = [_rows(plan, resource, 0, evaluation, resource) for plan in plans]
+
+    def __init__(self, view: ViewDefinition):
+        self.view = view
+        self._evaluation = _Evaluation(view)
+        self._plans = [_plan(s, f"/select/{i}", self._evaluation) for i, s in enumerate(view.select)]
+        self._wheres = [_compile(w.path, f"/where/{i}/path", self._evaluation) for i, w in enumerate(view.where)]
+        self._names = [c.name for c in view_columns(view)]
+
+    def rows(self, resource: dict) -> Iterator[dict]:
+        """Rows of the view for one resource (none for another resource type), in column order."""
+        evaluation = self._evaluation
+        if resource.get("resourceType") != self.view.resource:
+            return
+        if not all(_is_true(w, resource, f"/where/{i}/path", evaluation) for i, w in enumerate(self._wheres)):
+            return
+        parts = [_rows(plan, resource, 0, evaluation, resource) for plan in self._plans]
         for combination in product(*parts):
             merged: dict[str, Any] = {}
             for part in combination:
                 merged.update(part)
-            yield {name: merged.get(name) for name in names}
+            yield {name: merged.get(name) for name in self._names}
+
+
+def evaluate_view(view: ViewDefinition, resources: Iterable[dict]) -> Iterator[dict]:
+    """Rows of `view` over `resources` (other resource types are skipped), each a dict in column order."""
+    evaluator = ViewEvaluator(view)
+    for resource in resources:
+        yield from evaluator.rows(resource)
 
 
 def _describe(resource: Mapping) -> str:

@@ -22,8 +22,8 @@ from dic.engines import ColumnDef, Database, column, table
 from dic.errors import NotCompilableError
 from dic.views.catalog import ViewCatalog
 from dic.views.column_types import sql_type
-from dic.views.compiler import compile_view
-from dic.views.evaluator import evaluate_view, view_columns
+from dic.views.compiler import RESOURCE_ALIAS, compile_view, resource_key
+from dic.views.evaluator import ViewEvaluator, view_columns
 from dic.views.view_definition import ViewDefinition
 
 STATE_TABLE = "view_state"
@@ -57,10 +57,6 @@ def definition_hash(view: ViewDefinition) -> str:
     return hashlib.sha256(orjson.dumps(view.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _resource_key() -> exp.Expression:
-    return exp.Concat(expressions=[column("resource_type", "r"), exp.Literal.string("/"), column("id", "r")])
-
-
 def _max_batch(db: Database) -> int:
     return int(db.scalar(exp.select(exp.func("max", column("batch_id"))).from_(table("load_batch")), "last batch") or 0)
 
@@ -81,8 +77,8 @@ def _save_state(db: Database, name: str, digest: str, batch: int, mode: str, row
 
 def _changed_since(batch: int, resource_type: str) -> exp.Condition:
     return exp.and_(
-        exp.GT(this=column("batch_id", "r"), expression=exp.Literal.number(batch)),
-        column("resource_type", "r").eq(exp.Literal.string(resource_type)),
+        exp.GT(this=column("batch_id", RESOURCE_ALIAS), expression=exp.Literal.number(batch)),
+        column("resource_type", RESOURCE_ALIAS).eq(exp.Literal.string(resource_type)),
     )
 
 
@@ -143,7 +139,7 @@ def _refresh_one(
                 _insert_evaluated(db, view, target, None)
         else:
             condition = _changed_since(since, view.resource)
-            stale = exp.select(_resource_key()).from_(table("resource", "r")).where(condition)
+            stale = exp.select(resource_key()).from_(table("resource", RESOURCE_ALIAS)).where(condition)
             db.execute(
                 exp.Delete(this=table(target), where=exp.Where(this=exp.In(this=column(KEY), query=exp.Subquery(this=stale)))),
                 f"remove changed rows of {name}",
@@ -170,16 +166,16 @@ def _resources(db: Database, resource_type: str, condition: exp.Condition | None
     last_id = ""
     while True:
         where = exp.and_(
-            column("resource_type", "r").eq(exp.Literal.string(resource_type)),
-            exp.not_(column("deleted", "r")),
-            exp.GT(this=column("id", "r"), expression=exp.Literal.string(last_id)),
+            column("resource_type", RESOURCE_ALIAS).eq(exp.Literal.string(resource_type)),
+            exp.not_(column("deleted", RESOURCE_ALIAS)),
+            exp.GT(this=column("id", RESOURCE_ALIAS), expression=exp.Literal.string(last_id)),
             *([condition] if condition is not None else []),
         )
         query = (
-            exp.select(column("id", "r"), column("content", "r"))
-            .from_(table("resource", "r"))
+            exp.select(column("id", RESOURCE_ALIAS), column("content", RESOURCE_ALIAS))
+            .from_(table("resource", RESOURCE_ALIAS))
             .where(where)
-            .order_by(column("id", "r"))
+            .order_by(column("id", RESOURCE_ALIAS))
             .limit(EVALUATOR_CHUNK)
         )
         rows = db.fetch(query, f"read {resource_type} for the evaluator").rows
@@ -193,10 +189,11 @@ def _resources(db: Database, resource_type: str, condition: exp.Condition | None
 def _insert_evaluated(db: Database, view: ViewDefinition, target: str, condition: exp.Condition | None) -> None:
     columns = view_columns(view)
     names = [c.name for c in columns]
+    evaluator = ViewEvaluator(view)
     batch: list[tuple] = []
     for resource in _resources(db, view.resource, condition):
         key = f"{resource['resourceType']}/{resource['id']}"
-        for row in evaluate_view(view, [resource]):
+        for row in evaluator.rows(resource):
             values = [
                 orjson.dumps(row.get(c.name)).decode() if c.collection else row.get(c.name) for c in columns
             ]
