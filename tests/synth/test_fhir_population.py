@@ -75,7 +75,7 @@ def test_resource_mix_per_patient(population: list[dict[str, Any]]) -> None:
     counts = Counter(r["resourceType"] for r in population)
     assert set(counts) == TYPES
     assert counts["Patient"] == 200
-    assert 40 <= len(population) / 200 <= 60
+    assert 40 <= len(population) / 200 <= 70
     assert len({(r["resourceType"], r["id"]) for r in population}) == len(population), "duplicate ids"
     assert all(len(r["id"]) <= 64 for r in population)
     assert population[0]["resourceType"] == "Patient"

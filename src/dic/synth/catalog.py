@@ -6,12 +6,13 @@ probabilities are data; `fhir_population.py` is the engine that reads them.
 
 from __future__ import annotations
 
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dic.errors import DefinitionError, Problem
 
@@ -19,13 +20,15 @@ CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 
 
 class _Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Coded(_Entry):
     code: str
     display: str
     weight: float = 1.0
+    orpha: str | None = None  # rare diseases: the ORPHAcode coded alongside ICD-10-GM
+    orpha_display: str | None = None
 
 
 class Drug(_Entry):
@@ -183,6 +186,56 @@ class Rules(_Entry):
     death_discharge: str
 
 
+class Variant(_Entry):
+    id: str  # "GENE:c.notation", as genomics.yaml names it
+    gene: str
+    allele_frequency: float
+    model: Literal["dominant", "recessive"]
+
+
+class Event(_Entry):
+    id: str
+    icd: str
+    display: str
+    per_1000_years: float
+    department: str
+    class_: str = Field(alias="class")
+
+
+class DrugEffect(_Entry):
+    atc: str
+    event: str
+    window_days: int
+    relative_risk: float = 1.0
+
+
+class DrugLabEffect(_Entry):
+    atc: str
+    loinc: str
+    factor: float
+    window_days: int
+
+
+class Prodrome(_Entry):
+    disease: str
+    event: str
+    cases_pct: float
+    lead_years: tuple[float, float]
+
+
+class Cluster(_Entry):
+    site: str
+    start: date
+    end: date
+    factor: float
+
+
+class Complication(_Entry):
+    event: str
+    base_pct: float
+    cluster: Cluster | None = None
+
+
 class Catalog(_Entry):
     systems: dict[str, str]
     profiles: dict[str, str]
@@ -203,6 +256,16 @@ class Catalog(_Entry):
     specimen: Coded
     consent: ConsentPolicy
     diseases: list[Disease]
+    variants: list[Variant] = []
+    events: list[Event] = []
+    drug_effects: list[DrugEffect] = []
+    negative_controls: list[DrugEffect] = []
+    drug_lab_effects: list[DrugLabEffect] = []
+    prodromes: list[Prodrome] = []
+    complications: list[Complication] = []
+
+    def long_term_drugs(self) -> set[str]:
+        return {m.atc for d in self.diseases for m in d.medications}
 
     def problems(self) -> list[Problem]:
         """What the schema cannot see: references between entries, and what the engine relies on."""
@@ -215,11 +278,12 @@ class Catalog(_Entry):
         classes = {c.code for c in self.encounter_classes}
         labs = {lab.loinc for lab in self.labs}
         bands = len(self.population.age_bands)
-        seen: set[str] = set()
+        seen: set[str] = {"smoking"} | {"variant:" + v.id for v in self.variants}
         for n, d in enumerate(self.diseases):
             where = f"/diseases/{n}"
             for factor in d.risk_factors:
-                check(factor in seen, f"{where}/risk_factors/{factor}", f"{d.id}: not a disease listed before it")
+                check(factor in seen, f"{where}/risk_factors/{factor}",
+                      f"{d.id}: not 'smoking', a declared variant or a disease listed before it")
             for code in d.labs:
                 check(code in labs, f"{where}/labs/{code}", f"{d.id}: no such lab in /labs")
             for sex in ("female", "male"):
@@ -258,6 +322,22 @@ class Catalog(_Entry):
               "needs an inpatient class (one with length_of_stay_days)")
         check(self.rules.death_discharge in self.discharge_dispositions, "/rules/death_discharge",
               f"unknown discharge disposition {self.rules.death_discharge}")
+        events, drugs = {e.id for e in self.events}, self.long_term_drugs()
+        for n, e in enumerate(self.events):
+            check(e.class_ in classes, f"/events/{n}/class", f"unknown encounter class {e.class_}")
+            check(e.department in self.departments, f"/events/{n}/department", f"unknown {e.department}")
+        for kind in ("drug_effects", "negative_controls", "drug_lab_effects"):
+            for n, effect in enumerate(getattr(self, kind)):
+                check(effect.atc in drugs, f"/{kind}/{n}/atc", f"{effect.atc}: not a long-term medication")
+                if kind != "drug_lab_effects":
+                    check(effect.event in events, f"/{kind}/{n}/event", f"unknown event {effect.event}")
+                else:
+                    check(effect.loinc in labs, f"/{kind}/{n}/loinc", f"no such lab {effect.loinc}")
+        for n, p in enumerate(self.prodromes):
+            check(p.disease in seen, f"/prodromes/{n}/disease", f"unknown disease {p.disease}")
+            check(p.event in events, f"/prodromes/{n}/event", f"unknown event {p.event}")
+        for n, c in enumerate(self.complications):
+            check(c.event in events, f"/complications/{n}/event", f"unknown event {c.event}")
         for key in _VITAL_SIGNS:
             check(key in self.vital_signs, f"/vital_signs/{key}", "missing")
         missing_profiles = set(_PROFILED_TYPES) - set(self.profiles)

@@ -23,6 +23,7 @@ import hashlib
 import io
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
 from gzip import GzipFile
@@ -34,7 +35,8 @@ import numpy as np
 import orjson
 
 from dic.errors import ConfigError
-from dic.synth.catalog import Catalog, Drug, Lab, load_catalog
+from dic.synth.catalog import Catalog, Coded, Drug, Lab, load_catalog
+from dic.synth.planted import Exposure, PlantedEffects, day_number
 
 BLOCK_PATIENTS = 1000
 _FIRST_YEAR, _LAST_YEAR = 1900, 2080  # calendar table bounds (consent periods reach decades ahead)
@@ -89,13 +91,19 @@ class _Tables:
         ids = [d.id for d in cat.diseases]
         self.prevalence = [np.array([d.prevalence_pct["female"], d.prevalence_pct["male"]]) / 100
                            for d in cat.diseases]
-        self.risk = [[(ids.index(f), rr) for f, rr in d.risk_factors.items()] for d in cat.diseases]
+        self.risk = [list(d.risk_factors.items()) for d in cat.diseases]
+        self.disease_index = {d: n for n, d in enumerate(ids)}
+        self.variant_ids = [v.id for v in cat.variants]
+        self.allele_frequency = np.array([v.allele_frequency for v in cat.variants])
+        self.recessive = [v.model == "recessive" for v in cat.variants]
+        self.planted = PlantedEffects(cat, day_number(_FIRST_YEAR))
         self.min_age = np.array([d.min_age for d in cat.diseases])
         self.extra_encounters = np.array([d.extra_encounters for d in cat.diseases])
         self.icd_cum = [_cum([c.weight for c in d.icd]) for d in cat.diseases]
         # encounters
         classes = cat.encounter_classes
         self.class_codes = [c.code for c in classes]
+        self.event_class = [self.class_codes.index(e.class_) for e in cat.events]
         self.class_p = np.array([c.weight for c in classes]) / sum(c.weight for c in classes)
         self.class_cc = [{"system": s["act_code"], "code": c.code, "display": c.display} for c in classes]
         self.contact_types = [[_cc(s["contact_level"], "einrichtungskontakt", "Einrichtungskontakt"),
@@ -143,9 +151,16 @@ class _Tables:
                  "high": {"value": high, "unit": lab.unit, "system": ucum, "code": lab.unit}}]
 
 
-@cache
-def _tables() -> _Tables:
-    return _Tables(load_catalog())
+_TABLES: dict[int, tuple[Catalog, _Tables]] = {}
+
+
+def _tables(catalog: Catalog | None = None) -> _Tables:
+    """Tables per catalog object (tests pass modified catalogs; the default one is built once)."""
+    catalog = catalog or load_catalog()
+    found = _TABLES.get(id(catalog))
+    if found is None or found[0] is not catalog:
+        found = _TABLES[id(catalog)] = (catalog, _Tables(catalog))
+    return found[1]
 
 
 _BUFFER_BYTES = 1 << 20
@@ -165,34 +180,64 @@ def generate_population(patients: int, seed: int, *, site: str = "site-a",
     MedicationStatement, MedicationAdministration, Consent, Specimen). Deterministic in
     (patients, seed, site, years); streams block by block.
     """
-    for resources in _patients(patients, seed, site, years):
-        yield from resources
+    for draw in patient_draws(patients, seed, site=site, years=years):
+        yield from draw.resources
 
 
-def _patients(patients: int, seed: int, site: str, years: tuple[int, int]) -> Iterator[list[dict[str, Any]]]:
-    """Each patient's resources as one list (write_ndjson's fast path; validates the arguments)."""
+@dataclass(frozen=True, slots=True)
+class Demographics:
+    """What must agree when one person is a patient at two sites: sex (index into the catalog's
+    sexes), birth day and death day (None: alive at the window end), as calendar day numbers."""
+
+    sex: int
+    birth: int
+    death: int | None
+
+
+@dataclass(slots=True)
+class PatientDraw:
+    """One patient as generated: the resources (Patient first) and what other writers need."""
+
+    index: int  # position in the site's population
+    resources: list[dict[str, Any]]
+    demographics: Demographics
+    genotype: dict[str, int]  # effect variant id -> alternate allele count
+    ever_smoker: bool
+
+
+def patient_draws(patients: int, seed: int, *, site: str = "site-a", years: tuple[int, int] = (2015, 2025),
+                  shared: dict[int, Demographics] | None = None,
+                  catalog: Catalog | None = None) -> Iterator[PatientDraw]:
+    """Each patient's resources as one list, with their draws (validates the arguments).
+
+    `shared` gives fixed demographics for some positions (the same person seen at another site).
+    """
     if patients < 0 or seed < 0:
         raise ConfigError(f"patients and seed must be >= 0 (got patients={patients}, seed={seed})")
     if not (_FIRST_YEAR + 1 <= years[0] <= years[1] <= _LAST_YEAR - 50):
         raise ConfigError(f"years must be within {_FIRST_YEAR + 1}..{_LAST_YEAR - 50}, first <= last "
                           f"(got {years[0]}-{years[1]})")
-    tables = _tables()
+    tables = _tables(catalog)
+    shared = shared or {}
     site_key = int.from_bytes(hashlib.blake2b(site.encode(), digest_size=8).digest(), "big")
     for number, first in enumerate(range(0, patients, BLOCK_PATIENTS)):
         rng = np.random.default_rng([seed, site_key, number])
         count = min(BLOCK_PATIENTS, patients - first)
-        block = _Block(tables, rng, site, seed, years, first, count)
+        fixed = {i - first: shared[i] for i in range(first, first + count) if i in shared}
+        block = _Block(tables, rng, site, seed, years, first, count, fixed)
         for i in range(count):
-            yield block.patient(i)
+            yield block.draw(i)
 
 
 class _Block:
     """One block of patients: bulk draws in NumPy up front, then resources patient by patient."""
 
     def __init__(self, t: _Tables, rng: np.random.Generator, site: str, seed: int,
-                 years: tuple[int, int], first: int, n: int):
+                 years: tuple[int, int], first: int, n: int, fixed: dict[int, Demographics]):
         cat, pop = t.cat, t.cat.population
-        self.t, self.cat, self.n = t, cat, n
+        self.t, self.cat, self.n, self.first, self.site = t, cat, n, first, site
+        self.systems = {k: f"https://fhir.{site}.example.org/sid/{k}" for k in ("case-number", "lab-order",
+                                                                                 "lab-result")}
         self.rand = random.Random(int(rng.integers(2**62)))
         self.meta = {k: {"profile": [v], "source": f"urn:dic:site:{site}"} for k, v in cat.profiles.items()}
         self.meta_source = {"source": f"urn:dic:site:{site}"}
@@ -212,14 +257,33 @@ class _Block:
         start = np.maximum(win_start, birth)
         dead = rng.random(n) < t.death_p[band]
         death = start + (rng.random(n) * (win_end - start + 1)).astype(np.int64)
+        for i, known in fixed.items():  # the same person at another site: same sex, birth and death
+            sex[i], birth[i] = known.sex, known.birth
+            dead[i], death[i] = known.death is not None, known.death if known.death is not None else win_end
+            age_end[i] = (win_end - known.birth) / 365.25
+            band[i] = max(0, int(np.searchsorted(t.band_low, age_end[i], side="right")) - 1)
+        table = t.sex_table[sex]
+        start = np.maximum(win_start, birth)
         end = np.where(dead, death, win_end)
+        # smoking status and effect-variant genotypes come first: they are risk factors
+        female = table == 0
+        cum = [np.cumsum(p / p.sum()) for p in t.smoking_p]
+        u_smoke = rng.random(n)
+        smoke = np.minimum(np.where(female, np.searchsorted(cum[0], u_smoke), np.searchsorted(cum[1], u_smoke)),
+                           len(cum[0]) - 1)
+        ever_smoker = (smoke > 0) & (age_end >= 14)
+        genotype = rng.binomial(2, t.allele_frequency, (n, len(t.variant_ids)))
+        carrier = {"variant:" + v: (genotype[:, k] == 2) if t.recessive[k] else (genotype[:, k] >= 1)
+                   for k, v in enumerate(t.variant_ids)}
         # diseases, in catalog order so that risk factors see earlier diseases
         has = np.zeros((n, d_count), dtype=bool)
         u = rng.random((n, d_count))
         for d in range(d_count):
             p = t.prevalence[d][table, band]
             for factor, relative_risk in t.risk[d]:
-                p = np.where(has[:, factor], p * relative_risk, p)
+                exposed = (ever_smoker if factor == "smoking" else carrier[factor] if factor in carrier
+                           else has[:, t.disease_index[factor]])
+                p = np.where(exposed, np.minimum(p * relative_risk, 1.0), p)
             has[:, d] = (u[:, d] < p) & (age_end >= t.min_age[d])
         # encounters
         window_share = np.clip((end - start + 1) / (win_end - win_start + 1), 0.1, 1.0)
@@ -230,7 +294,6 @@ class _Block:
         eday = eday[np.lexsort((eday, owner))]
         # labs: per patient distribution (sex, diseases), per encounter value and interpretation
         lab_index = {lab.loinc: i for i, lab in enumerate(labs)}
-        female = table == 0
         mean = np.array([np.where(female, lab.mean_for("female"), lab.mean_for("male")) for lab in labs]).T
         sd = np.tile(np.array([lab.sd for lab in labs]), (n, 1))
         boost = np.zeros((n, len(labs)))
@@ -244,6 +307,7 @@ class _Block:
         values[:, log_normal] = np.exp(values[:, log_normal])
         values = np.maximum(values, 0.0)
         limits = np.array([[lab.limits(s) for lab in labs] for s in ("female", "male")])  # (2, L, 2)
+        self.lab_limits = limits.tolist()
         self.lab_values = []
         for col, lab in enumerate(labs):
             rounded = np.round(values[:, col], lab.decimals)
@@ -274,12 +338,14 @@ class _Block:
         self.systolic = systolic.astype(np.int64).tolist()
         self.diastolic = np.clip(np.round(pop.diastolic_per_systolic * systolic + 6 * rng.standard_normal(e_count)),
                                  40, 140).astype(np.int64).tolist()
-        # smoking status per patient, stated at the first encounter (children: never)
-        cum = [np.cumsum(p / p.sum()) for p in t.smoking_p]
-        u_smoke = rng.random(n)
-        smoke = np.where(female, np.searchsorted(cum[0], u_smoke), np.searchsorted(cum[1], u_smoke))
+        # smoking status, stated at the first encounter (children: never)
         first_age = (eday[np.concatenate([[0], np.cumsum(n_enc)[:-1]])] - birth) / 365.25
-        self.smoke = np.where(first_age < 14, 0, np.minimum(smoke, len(cum[0]) - 1)).tolist()
+        self.smoke = np.where(first_age < 14, 0, smoke).tolist()
+        self.ever_smoker = ever_smoker.tolist()
+        self.genotype = [dict(zip(t.variant_ids, row)) for row in genotype.tolist()]
+        # acute events at their background rate over each person's observation time
+        self.observed = list(zip(start.tolist(), end.tolist()))
+        self.event_counts = t.planted.background_counts(rng, (end - start + 1).astype(np.float64)).tolist()
         # encounter timing draws
         self.u_time, self.u_duration = rng.random(e_count).tolist(), rng.random(e_count).tolist()
         los_means = [c.length_of_stay_days or 1.0 for c in cat.encounter_classes]
@@ -308,6 +374,12 @@ class _Block:
         return {"value": value, "unit": unit, "system": self.ucum, "code": unit}
 
     # -------------------------------------------------------------- patients
+    def draw(self, i: int) -> PatientDraw:
+        """Patient i's resources and the draws other source writers need."""
+        death = self.death[i] if self.dead[i] else None
+        return PatientDraw(self.first + i, self.patient(i), Demographics(self.sex[i], self.birth[i], death),
+                           self.genotype[i], self.ever_smoker[i])
+
     def patient(self, i: int) -> list[dict[str, Any]]:
         """The patient's resources, Patient first (a list: one patient is small)."""
         t, cat, rand = self.t, self.cat, self.rand
@@ -319,7 +391,7 @@ class _Block:
         eday = self.eday[o0:o1]
         classes = self.classes[o0:o1]
         birth = self.birth[i]
-        # disease onsets: an encounter index and a day
+        # disease onsets: a regular encounter index and a day
         onset_k: dict[int, int] = {}
         onset_day: dict[int, int] = {}
         icd: dict[int, int] = {}
@@ -342,26 +414,64 @@ class _Block:
                     classes[k] = self.class_codes_index[dz.onset_class]
                 incident.setdefault(k, []).append(d)
             icd[d] = _pick(rand, t.icd_cum[d])
+        # long-term medications, stated when the disease is first seen; they are exposures
+        stated: dict[int, list[tuple[int, int, Drug, int, int | None]]] = {}
+        exposures: list[Exposure] = []
+        for d, k in onset_k.items():
+            day = eday[k]
+            for m, drug in enumerate(cat.diseases[d].medications):
+                if rand.random() * 100 >= drug.pct:
+                    continue
+                first = day if onset_day[d] >= day - 30 else onset_day[d] + int(rand.random() * (day - onset_day[d]))
+                stopped = rand.random() * 100 < cat.rules.stopped_medication_pct
+                last = first + 30 + int(rand.random() * 2000) if stopped else None
+                stated.setdefault(k, []).append((d, m, drug, first, last))
+                exposures.append(Exposure(drug.atc, first, last))
+        # acute events (background, adverse drug effects, prodromes), each at a contact of its own
+        events = t.planted.events_of(rand, self.event_counts[i], self.observed[i], exposures, onset_day)
+        slots = sorted([(eday[k], 0, k) for k in range(ne)] + [(day, 1, ev) for day, ev in events])
+        regular: dict[int, int] = {}
+        contact_day, contact_class, contact_event, contact_draws = [], [], [], []
+        for position, (day, kind, index) in enumerate(slots):
+            contact_day.append(day)
+            if kind == 0:
+                regular[index] = position
+                contact_class.append(classes[index])
+                contact_event.append(None)
+                contact_draws.append(o0 + index)
+            else:
+                contact_class.append(t.event_class[index])
+                contact_event.append(index)
+                contact_draws.append(None)
+        onset_k = {d: regular[k] for d, k in onset_k.items()}
+        incident = {regular[k]: v for k, v in incident.items()}
+        stated = {regular[k]: v for k, v in stated.items()}
+        contacts = len(slots)
         in_hospital = self.dead[i] and rand.random() * 100 < cat.population.in_hospital_death_pct
         if in_hospital:
-            classes[-1] = self.inpatient
-        # encounter times (minutes since the calendar start); no overlapping stays
+            contact_class[-1] = self.inpatient
+        # contact times (minutes since the calendar start); no overlapping stays
         starts, ends = [], []
         previous_end = -1
-        for j in range(ne):
-            c = cat.encounter_classes[classes[j]]
+        for j in range(contacts):
+            c = cat.encounter_classes[contact_class[j]]
+            e = contact_draws[j]
             h0, h1 = c.hours
-            s = eday[j] * 1440 + h0 * 60 + int(self.u_time[o0 + j] * (h1 - h0) * 60)
+            u_time = self.u_time[e] if e is not None else rand.random()
+            s = contact_day[j] * 1440 + h0 * 60 + int(u_time * (h1 - h0) * 60)
             if s <= previous_end:
                 s = previous_end + 1440
+            u_duration = self.u_duration[e] if e is not None else rand.random()
             if c.length_of_stay_days is not None:
-                e = (s // 1440 + self.los[classes[j]][o0 + j]) * 1440 + 540 + int(self.u_duration[o0 + j] * 300)
+                los = (self.los[contact_class[j]][e] if e is not None
+                       else 1 + int(rand.random() * 2 * c.length_of_stay_days))
+                end = (s // 1440 + los) * 1440 + 540 + int(u_duration * 300)
             else:
                 m0, m1 = c.duration_minutes
-                e = s + m0 + int(self.u_duration[o0 + j] * (m1 - m0))
+                end = s + m0 + int(u_duration * (m1 - m0))
             starts.append(s)
-            ends.append(e)
-            previous_end = e
+            ends.append(end)
+            previous_end = end
         death_minute = None
         if self.dead[i]:
             death_minute = ends[-1] if in_hospital else max(self.death[i] * 1440 + 720, ends[-1] + 1440)
@@ -381,11 +491,12 @@ class _Block:
         consent = self._consent(pid, subject_ref, starts[0], stamp)
         if consent is not None:
             out.append(consent)
-        medications: list[tuple[Drug, int, int | None]] = []
-        for j in range(ne):
-            self._encounter(out, i, j, o0 + j, pid, subject_ref, classes[j], starts[j], ends[j], stamp,
-                            onset_k, onset_day, icd, incident.get(j, []), medications,
-                            death_minute if (in_hospital and j == ne - 1) else None)
+        running: list[tuple[Drug, int, int | None]] = []
+        for j in range(contacts):
+            contact = _Contact(j, contact_draws[j], contact_class[j], starts[j], ends[j], contact_event[j],
+                               contact_day[j], incident.get(j, []), stated.get(j, []),
+                               death_minute if (in_hospital and j == contacts - 1) else None)
+            self._encounter(out, i, pid, subject_ref, contact, stamp, onset_k, onset_day, icd, running, exposures)
         return out
 
     # -------------------------------------------------------------- consent
@@ -412,39 +523,51 @@ class _Block:
         }
 
     # -------------------------------------------------------------- one encounter and what happened in it
-    def _encounter(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject_ref: dict[str, str],
-                   c: int, start: int, end: int, stamp: Any, onset_k: dict[int, int], onset_day: dict[int, int],
-                   icd: dict[int, int],
-                   incident: list[int], medications: list[tuple[Drug, int, int | None]],
-                   death_minute: int | None) -> None:
+    def _encounter(self, out: list[dict[str, Any]], i: int, pid: str, subject_ref: dict[str, str],
+                   contact: _Contact, stamp: Any, onset_k: dict[int, int], onset_day: dict[int, int],
+                   icd: dict[int, int], running: list[tuple[Drug, int, int | None]],
+                   exposures: list[Exposure]) -> None:
         t, cat, rand, rules = self.t, self.cat, self.rand, self.cat.rules
         days = _calendar()[0]
+        j, c, start, end = contact.j, contact.klass, contact.start, contact.end
         klass = cat.encounter_classes[c]
         eid = f"{pid}-e{j}"
+        case_number = f"{self.first + i + 1:08d}{j:03d}"
         encounter = {"reference": "Encounter/" + eid}
         day = start // 1440
         year = days[day][:4]
         start_s = stamp(start)
-        # diagnoses: (kind, index) with kind d = disease, f = follow-up of an acute disease, r = reason
+        # diagnoses: (kind, index) with kind d = disease, f = follow-up of an acute disease,
+        # r = reason, e = acute event at its own contact, x = complication of a stay
         coded: list[tuple[str, int]] = []
         chronic: list[tuple[str, int]] = []
         for d, k in onset_k.items():
             dz = cat.diseases[d]
             if k == j:
-                (coded if d in incident else chronic).append(("d", d))
+                (coded if d in contact.incident else chronic).append(("d", d))
             elif k < j and rand.random() * 100 < klass.coded_chronic_pct:
                 if dz.course == "chronic":
                     chronic.append(("d", d))
                 elif dz.followup is not None:
                     coded.append(("f", d))
-        if incident:
-            primary = ("d", incident[0])
+        event_day: dict[int, int] = {}
+        if contact.event is not None:
+            primary = ("e", contact.event)
+            event_day[contact.event] = contact.event_day
+        elif contact.incident:
+            primary = ("d", contact.incident[0])
         elif chronic and rand.random() * 100 < rules.primary_chronic_pct:
             primary = chronic[int(rand.random() * len(chronic))]
         else:
             primary = ("r", _pick(rand, t.reason_cum[c]))
+        if c == self.inpatient:
+            for n, (event, _, _) in enumerate(t.planted.complications):
+                if rand.random() < t.planted.complication_probability(n, self.site, day):
+                    coded.append(("x", event))
+                    event_day[event] = day + 1 + int(rand.random() * max(1, end // 1440 - day))
         diagnoses = [primary] + [x for x in coded + chronic if x != primary]
         department = (cat.diseases[primary[1]].department if primary[0] == "d"
+                      else cat.events[primary[1]].department if primary[0] == "e"
                       else t.reasons[c][primary[1]].department)
         conditions, links = [], []
         for m, (kind, idx) in enumerate(diagnoses):
@@ -452,24 +575,30 @@ class _Block:
             if kind == "r":
                 reason = t.reasons[c][idx]
                 code, onset = self._coded("icd10gm", reason.icd, reason.display, year), days[day]
+            elif kind in ("e", "x"):  # x: a complication found during the stay, coded at discharge
+                event = cat.events[idx]
+                code, onset = self._coded("icd10gm", event.icd, event.display, year), days[event_day[idx]]
             else:
                 dz = cat.diseases[idx]
                 entry = dz.icd[icd[idx]] if kind == "d" else dz.followup
-                code, onset = self._coded("icd10gm", entry.code, entry.display, year), days[onset_day[idx]]
+                code, onset = self._diagnosis(entry, year), days[onset_day[idx]]
             verification = ("provisional" if kind == "r" and rand.random() * 100 < rules.provisional_reason_pct
                             else "confirmed")
             conditions.append({
                 "resourceType": "Condition", "id": cid, "meta": self.meta["Condition"],
                 "clinicalStatus": t.clinical["active"], "verificationStatus": t.verification[verification],
                 "code": code, "subject": subject_ref, "encounter": encounter,
-                "onsetDateTime": onset, "recordedDate": start_s})
+                "onsetDateTime": onset, "recordedDate": stamp(end) if kind == "x" else start_s})
             links.append({"condition": {"reference": "Condition/" + cid},
                           "use": t.use["primary" if m == 0 else "secondary"], "rank": m + 1})
         admit_codes, admit_cum = t.admit[c]
         discharge_codes, discharge_cum = t.discharge[c]
-        discharge = rules.death_discharge if death_minute is not None else discharge_codes[_pick(rand, discharge_cum)]
+        discharge = (rules.death_discharge if contact.death_minute is not None
+                     else discharge_codes[_pick(rand, discharge_cum)])
         out.append({
-            "resourceType": "Encounter", "id": eid, "meta": self.meta["Encounter"], "status": "finished",
+            "resourceType": "Encounter", "id": eid, "meta": self.meta["Encounter"],
+            "identifier": [{"type": _VISIT_NUMBER, "system": self.systems["case-number"], "value": case_number}],
+            "status": "finished",
             "class": t.class_cc[c], "type": t.contact_types[c], "serviceType": t.department_cc[department],
             "subject": subject_ref, "period": {"start": start_s, "end": stamp(end)},
             "diagnosis": links,
@@ -487,13 +616,27 @@ class _Block:
                             "status": "completed", "code": self._coded("ops", op.ops, op.display, year),
                             "subject": subject_ref, "encounter": encounter,
                             "performedDateTime": stamp(start + int(rand.random() * (end - start)))})
-        self._observations(out, i, j, e, pid, subject_ref, encounter, c, start, stamp)
-        self._medications(out, j, pid, subject_ref, encounter, c, start, end, stamp, year, onset_k,
-                          onset_day, primary, medications)
+        if contact.draws is not None:  # contacts for an acute event carry no observations
+            self._observations(out, i, j, contact.draws, pid, subject_ref, encounter, c, start, stamp, case_number,
+                               exposures)
+        self._medications(out, j, pid, subject_ref, encounter, c, start, end, stamp, year, contact.stated,
+                          primary, running)
+
+    def _diagnosis(self, entry: Coded, year: str) -> dict[str, Any]:
+        """ICD-10-GM coding; rare diseases carry their ORPHAcode alongside."""
+        key = ("diagnosis", entry.code, year)
+        found = self.coding.get(key)
+        if found is None:
+            found = _cc(self.cat.systems["icd10gm"], entry.code, entry.display, year)
+            if entry.orpha:
+                found["coding"].append({"system": self.cat.systems["orpha"], "code": entry.orpha,
+                                        "display": entry.orpha_display or entry.display})
+            self.coding[key] = found
+        return found
 
     def _observations(self, out: list[dict[str, Any]], i: int, j: int, e: int, pid: str, subject_ref: dict[str, str],
-                      encounter: dict[str, str], c: int,
-                      start: int, stamp: Any) -> None:
+                      encounter: dict[str, str], c: int, start: int, stamp: Any, case_number: str,
+                      exposures: list[Exposure]) -> None:
         t, cat, rand = self.t, self.cat, self.rand
         klass = cat.encounter_classes[c]
         if rand.random() * 100 >= klass.lab_order_pct:
@@ -503,17 +646,28 @@ class _Block:
                         if u < p or u < b]
         if measured:
             sid = f"{pid}-s{j}"
-            taken = stamp(start + 15 + int(rand.random() * 45))
-            out.append({"resourceType": "Specimen", "id": sid, "meta": self.meta["Specimen"], "status": "available",
+            accession = "L" + case_number
+            taken_minute = start + 15 + int(rand.random() * 45)
+            taken = stamp(taken_minute)
+            out.append({"resourceType": "Specimen", "id": sid, "meta": self.meta["Specimen"],
+                        "accessionIdentifier": {"system": self.systems["lab-order"], "value": accession},
+                        "status": "available",
                         "type": t.specimen_cc, "subject": subject_ref, "collection": {"collectedDateTime": taken}})
             specimen = {"reference": "Specimen/" + sid}
             ranges, flags, meta = t.reference_range[self.table[i]], self.lab_flag[e], self.meta["Observation"]
             for col in measured:
+                value, flag = self.lab_values[col][e], flags[col]
+                if exposures and t.planted.drug_lab:
+                    factor = t.planted.lab_factor(exposures, col, taken_minute // 1440)
+                    if factor != 1.0:
+                        value, flag = self._scaled(col, value * factor, self.table[i])
                 out.append({"resourceType": "Observation", "id": f"{pid}-l{j}-{col}", "meta": meta,
+                            "identifier": [{"type": _RESULT_ID, "system": self.systems["lab-result"],
+                                            "value": f"{accession}-{cat.labs[col].loinc}"}],
                             "status": "final", "category": t.lab_category, "code": t.lab_cc[col],
                             "subject": subject_ref, "encounter": encounter, "effectiveDateTime": taken,
-                            "valueQuantity": self._quantity(self.lab_values[col][e], self.lab_units[col]),
-                            "interpretation": t.interpretation[flags[col]], "referenceRange": ranges[col],
+                            "valueQuantity": self._quantity(value, self.lab_units[col]),
+                            "interpretation": t.interpretation[flag], "referenceRange": ranges[col],
                             "specimen": specimen})
         vitals = cat.vital_signs
         when = stamp(start + 5 + int(rand.random() * 20))
@@ -534,47 +688,46 @@ class _Block:
                         "meta": self.vital_meta[kind], "status": "final", "category": t.vital_category,
                         "code": t.vitals[kind], "subject": subject_ref,
                         "encounter": encounter, "effectiveDateTime": when, **value})
-        if j == 0:
+        if e == self.offsets[i]:  # the patient's first regular contact
             out.append({"resourceType": "Observation", "id": f"{pid}-smoking", "meta": self.meta_source,
                         "status": "final", "category": t.social_category, "code": t.smoking_cc,
                         "subject": subject_ref, "encounter": encounter,
                         "effectiveDateTime": when, "valueCodeableConcept": t.smoking_values[self.smoke[i]]})
 
+    def _scaled(self, col: int, value: float, table: int) -> tuple[float, int]:
+        """A lab value changed by a planted effect: rounded and interpreted like the others."""
+        lab = self.cat.labs[col]
+        rounded = round(value, lab.decimals)
+        low, high = self.lab_limits[table][col]
+        flag = 1 if rounded > high else 2 if rounded < low else 0
+        return (int(rounded) if lab.decimals == 0 else rounded), flag
+
     def _medications(self, out: list[dict[str, Any]], j: int, pid: str, subject_ref: dict[str, str],
-                     encounter: dict[str, str], c: int, start: int, end: int,
-                     stamp: Any, year: str, onset_k: dict[int, int], onset_day: dict[int, int],
-                     primary: tuple[str, int], medications: list[tuple[Drug, int, int | None]],
-                     ) -> None:
+                     encounter: dict[str, str], c: int, start: int, end: int, stamp: Any, year: str,
+                     stated: list[tuple[int, int, Drug, int, int | None]], primary: tuple[str, int],
+                     running: list[tuple[Drug, int, int | None]]) -> None:
         t, cat, rand = self.t, self.cat, self.rand
         days = _calendar()[0]
         day = start // 1440
         # long-term medication, stated when the disease is first seen
-        for d, k in onset_k.items():
-            if k != j:
-                continue
-            for m, drug in enumerate(cat.diseases[d].medications):
-                if rand.random() * 100 >= drug.pct:
-                    continue
-                first = day if onset_day[d] >= day - 30 else onset_day[d] + int(rand.random() * (day - onset_day[d]))
-                stopped = rand.random() * 100 < cat.rules.stopped_medication_pct
-                last = first + 30 + int(rand.random() * 2000) if stopped else None
-                medications.append((drug, first, last))
-                period = {"start": days[first]} if last is None else {"start": days[first], "end": days[last]}
-                out.append({"resourceType": "MedicationStatement", "id": f"{pid}-ms{d}-{m}",
-                            "meta": self.meta["MedicationStatement"],
-                            "status": "active" if last is None or last > day else "completed",
-                            "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
-                            "subject": subject_ref, "context": encounter,
-                            "effectivePeriod": period, "dateAsserted": stamp(start),
-                            "dosage": [{"timing": _DAILY, "route": t.routes[drug.route],
-                                   "doseAndRate": [{"doseQuantity": self._quantity(drug.dose, drug.unit)}]}]})
+        for d, m, drug, first, last in stated:
+            running.append((drug, first, last))
+            period = {"start": days[first]} if last is None else {"start": days[first], "end": days[last]}
+            out.append({"resourceType": "MedicationStatement", "id": f"{pid}-ms{d}-{m}",
+                        "meta": self.meta["MedicationStatement"],
+                        "status": "active" if last is None or last > day else "completed",
+                        "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
+                        "subject": subject_ref, "context": encounter,
+                        "effectivePeriod": period, "dateAsserted": stamp(start),
+                        "dosage": [{"timing": _DAILY, "route": t.routes[drug.route],
+                                    "doseAndRate": [{"doseQuantity": self._quantity(drug.dose, drug.unit)}]}]})
         # administrations: single doses for the primary disease, continued and ward drugs during a stay
         given: list[tuple[Drug, bool]] = []
         if c == self.inpatient:
             if primary[0] == "d":
                 given += [(drug, True) for drug in cat.diseases[primary[1]].acute_medications
                           if rand.random() * 100 < drug.pct]
-            given += [(drug, False) for drug, first, last in medications
+            given += [(drug, False) for drug, first, last in running
                       if first <= day and (last is None or last >= day)
                       and rand.random() * 100 < cat.rules.continued_medication_pct]
             given += [(drug, False) for drug in cat.inpatient_medications if rand.random() * 100 < drug.pct]
@@ -587,6 +740,26 @@ class _Block:
                         "medicationCodeableConcept": self._coded("atc", drug.atc, drug.display, year),
                         "subject": subject_ref, "context": encounter, **effective,
                         "dosage": {"route": t.routes[drug.route], "dose": self._quantity(drug.dose, drug.unit)}})
+
+
+@dataclass(frozen=True, slots=True)
+class _Contact:
+    """One encounter of a patient as the timeline placed it."""
+
+    j: int  # position in the patient's timeline
+    draws: int | None  # row of the block's per-encounter draws; None for an acute event's contact
+    klass: int
+    start: int  # minutes
+    end: int
+    event: int | None  # the acute event this contact is for
+    event_day: int
+    incident: list[int]  # diseases first seen here
+    stated: list[tuple[int, int, Drug, int, int | None]]  # long-term medications stated here
+    death_minute: int | None
+
+
+_VISIT_NUMBER = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "VN"}]}
+_RESULT_ID = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "OBI"}]}
 
 
 _DAILY = {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}
@@ -607,8 +780,8 @@ def write_ndjson(out_dir: Path, patients: int, seed: int, *, site: str = "site-a
     counts: dict[str, int] = {}
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     try:
-        for resources in _patients(patients, seed, site, years):
-            for resource in resources:
+        for draw in patient_draws(patients, seed, site=site, years=years):
+            for resource in draw.resources:
                 kind = resource["resourceType"]
                 handle = handles.get(kind)
                 if handle is None:
