@@ -12,17 +12,19 @@ import pytest
 from sqlglot import exp
 
 from dic.engines import Database, column, table
+from dic.fhir import remove_identifying
 from dic.repository import load_paths
 from dic.views import evaluate_view, load_catalog, refresh_views, view_columns
 from dic.views.conformance import canonical_value
 
 
 def mii_resources(shared_data: Path) -> list[dict[str, Any]]:
-    """The MII example resources as the repository keeps them (last version per type and id)."""
+    """The MII example resources as the repository keeps them (last version per type and id,
+    identifying elements removed)."""
     latest: dict[tuple[str, str], dict] = {}
     for path in sorted((shared_data / "mii-testdata" / "bundles").glob("*.json")):
         for entry in json.loads(path.read_bytes())["entry"]:
-            resource = entry["resource"]
+            resource = remove_identifying(entry["resource"])
             latest[(resource["resourceType"], resource["id"])] = resource
     return list(latest.values())
 

@@ -1,6 +1,12 @@
 """The `dic` command line: parse, call one function of a lower layer, render."""
 
-from dic.cli import conformance_commands, demo, repository_commands, view_commands  # noqa: F401  (registers commands)
+from dic.cli import (  # noqa: F401  (registers commands)
+    conformance_commands,
+    demo,
+    repository_commands,
+    synth_commands,
+    view_commands,
+)
 from dic.cli.app import app, run
 
 main = run

@@ -2,6 +2,7 @@
 
 from dic.fhir.content import content_hash, last_updated
 from dic.fhir.elements import Element, choice_element, choice_types, element, known_type
+from dic.fhir.identifying_data import remove_identifying
 from dic.fhir.resource_check import check_resource, resource_types
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "element",
     "known_type",
     "last_updated",
+    "remove_identifying",
     "resource_types",
 ]

@@ -215,10 +215,16 @@ def load_paths(
     db: Database,
     paths: Iterable[Path | str],
     progress: Callable[[Path, int], None] | None = None,
+    *,
+    keep_identifying: bool = False,
 ) -> list[BatchReport]:
-    """Load FHIR files and folders, one batch per file. Raises InputError for an unusable path."""
+    """Load FHIR files and folders, one batch per file. Raises InputError for an unusable path.
+
+    Identifying elements (names, addresses beyond a coarse postal code, identifiers, ...) are
+    removed before storing; `keep_identifying` is for conformance test data only.
+    """
     reports = []
     for path in find_fhir_files(paths):
         step = (lambda n, p=path: progress(p, n)) if progress else None
-        reports.append(load_records(db, str(path), read_fhir(path), step))
+        reports.append(load_records(db, str(path), read_fhir(path, keep_identifying=keep_identifying), step))
     return reports

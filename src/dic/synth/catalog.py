@@ -236,6 +236,11 @@ class Complication(_Entry):
     cluster: Cluster | None = None
 
 
+class World(_Entry):
+    cross_site_pct: float  # of each later site's patients: persons already treated at an earlier site
+    genotyped_pct: float  # of patients whose consent permits biomaterial: in the genomics subset
+
+
 class Catalog(_Entry):
     systems: dict[str, str]
     profiles: dict[str, str]
@@ -256,6 +261,7 @@ class Catalog(_Entry):
     specimen: Coded
     consent: ConsentPolicy
     diseases: list[Disease]
+    world: World
     variants: list[Variant] = []
     events: list[Event] = []
     drug_effects: list[DrugEffect] = []

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import io
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
-from gzip import GzipFile
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ import orjson
 
 from dic.errors import ConfigError
 from dic.synth.catalog import Catalog, Coded, Drug, Lab, load_catalog
+from dic.synth.his_export import NdjsonFiles
 from dic.synth.planted import Exposure, PlantedEffects, day_number
 
 BLOCK_PATIENTS = 1000
@@ -58,6 +57,11 @@ def _calendar() -> tuple[list[str], list[str], list[str]]:
                     for d in range(length)]
     times = [f"T{m // 60:02d}:{m % 60:02d}:00" for m in range(1440)]
     return days, offsets, times
+
+
+def calendar_day(day: int) -> str:
+    """The ISO date of a calendar day number (as in Demographics)."""
+    return _calendar()[0][day]
 
 
 def _day(year: int, month: int = 1, day: int = 1) -> int:
@@ -163,8 +167,6 @@ def _tables(catalog: Catalog | None = None) -> _Tables:
     return found[1]
 
 
-_BUFFER_BYTES = 1 << 20
-_GZIP_LEVEL = 6  # measured on 194,553 resources: level 9 as small but 25 % slower; level 1 1.6x larger
 
 
 def _pick(rand: random.Random, cum: list[float]) -> int:
@@ -192,6 +194,7 @@ class Demographics:
     sex: int
     birth: int
     death: int | None
+    genotype: tuple[int, ...]  # alternate allele counts of the catalog's effect variants
 
 
 @dataclass(slots=True)
@@ -219,14 +222,47 @@ def patient_draws(patients: int, seed: int, *, site: str = "site-a", years: tupl
                           f"(got {years[0]}-{years[1]})")
     tables = _tables(catalog)
     shared = shared or {}
-    site_key = int.from_bytes(hashlib.blake2b(site.encode(), digest_size=8).digest(), "big")
     for number, first in enumerate(range(0, patients, BLOCK_PATIENTS)):
-        rng = np.random.default_rng([seed, site_key, number])
         count = min(BLOCK_PATIENTS, patients - first)
         fixed = {i - first: shared[i] for i in range(first, first + count) if i in shared}
-        block = _Block(tables, rng, site, seed, years, first, count, fixed)
+        block = _Block(tables, _block_rng(seed, site, number), site, seed, years, first, count, fixed)
         for i in range(count):
             yield block.draw(i)
+
+
+def _block_rng(seed: int, site: str, number: int) -> np.random.Generator:
+    site_key = int.from_bytes(hashlib.blake2b(site.encode(), digest_size=8).digest(), "big")
+    return np.random.default_rng([seed, site_key, number])
+
+
+def person_demographics(seed: int, site: str, index: int, *, patients: int, years: tuple[int, int] = (2015, 2025),
+                        catalog: Catalog | None = None) -> Demographics:
+    """Demographics of the site's patient at `index` as `patient_draws` draws them, without
+    generating the site (replays the block's first draws). Patients shared with an earlier site
+    are not resolved here: the caller follows its own sharing map."""
+    number = index // BLOCK_PATIENTS
+    count = min(BLOCK_PATIENTS, patients - number * BLOCK_PATIENTS)
+    people = _People(_tables(catalog), _block_rng(seed, site, number), count, years)
+    k = index - number * BLOCK_PATIENTS
+    return Demographics(int(people.sex[k]), int(people.birth[k]),
+                        int(people.death[k]) if people.dead[k] else None, tuple(people.genotype[k].tolist()))
+
+
+class _People:
+    """A block's first draws: who the people are. Replayable from the block's generator alone."""
+
+    def __init__(self, t: _Tables, rng: np.random.Generator, n: int, years: tuple[int, int]):
+        self.rand_seed = int(rng.integers(2**62))
+        win_start, win_end = _day(years[0]), _day(years[1], 12, 31)
+        self.sex = rng.choice(len(t.sex_p), n, p=t.sex_p)
+        band = rng.choice(len(t.band_p), n, p=t.band_p)
+        age_end = t.band_low[band] + rng.random(n) * t.band_span[band]
+        self.birth = win_end - (age_end * 365.25).astype(np.int64)
+        start = np.maximum(win_start, self.birth)
+        self.dead = rng.random(n) < t.death_p[band]
+        self.death = start + (rng.random(n) * (win_end - start + 1)).astype(np.int64)
+        self.u_smoke = rng.random(n)
+        self.genotype = rng.binomial(2, t.allele_frequency, (n, len(t.variant_ids)))
 
 
 class _Block:
@@ -238,7 +274,8 @@ class _Block:
         self.t, self.cat, self.n, self.first, self.site = t, cat, n, first, site
         self.systems = {k: f"https://fhir.{site}.example.org/sid/{k}" for k in ("case-number", "lab-order",
                                                                                  "lab-result")}
-        self.rand = random.Random(int(rng.integers(2**62)))
+        people = _People(t, rng, n, years)
+        self.rand = random.Random(people.rand_seed)
         self.meta = {k: {"profile": [v], "source": f"urn:dic:site:{site}"} for k, v in cat.profiles.items()}
         self.meta_source = {"source": f"urn:dic:site:{site}"}
         self.vital_meta = {k: {"profile": [v.profile], "source": f"urn:dic:site:{site}"}
@@ -248,31 +285,23 @@ class _Block:
                     for i in range(n)]
         win_start, win_end = _day(years[0]), _day(years[1], 12, 31)
         d_count, labs = len(cat.diseases), cat.labs
-        # people
-        sex = rng.choice(len(t.sex_p), n, p=t.sex_p)
-        table = t.sex_table[sex]
-        band = rng.choice(len(t.band_p), n, p=t.band_p)
-        age_end = t.band_low[band] + rng.random(n) * t.band_span[band]
-        birth = win_end - (age_end * 365.25).astype(np.int64)
-        start = np.maximum(win_start, birth)
-        dead = rng.random(n) < t.death_p[band]
-        death = start + (rng.random(n) * (win_end - start + 1)).astype(np.int64)
-        for i, known in fixed.items():  # the same person at another site: same sex, birth and death
+        # people; the same person at another site keeps sex, birth, death and genotype
+        sex, birth, dead, death, genotype = people.sex, people.birth, people.dead, people.death, people.genotype
+        for i, known in fixed.items():
             sex[i], birth[i] = known.sex, known.birth
             dead[i], death[i] = known.death is not None, known.death if known.death is not None else win_end
-            age_end[i] = (win_end - known.birth) / 365.25
-            band[i] = max(0, int(np.searchsorted(t.band_low, age_end[i], side="right")) - 1)
+            genotype[i] = known.genotype
+        age_end = (win_end - birth) / 365.25
+        band = np.clip(np.searchsorted(t.band_low, age_end, side="right") - 1, 0, len(t.band_low) - 1)
         table = t.sex_table[sex]
         start = np.maximum(win_start, birth)
         end = np.where(dead, death, win_end)
         # smoking status and effect-variant genotypes come first: they are risk factors
         female = table == 0
         cum = [np.cumsum(p / p.sum()) for p in t.smoking_p]
-        u_smoke = rng.random(n)
-        smoke = np.minimum(np.where(female, np.searchsorted(cum[0], u_smoke), np.searchsorted(cum[1], u_smoke)),
-                           len(cum[0]) - 1)
+        smoke = np.minimum(np.where(female, np.searchsorted(cum[0], people.u_smoke),
+                                    np.searchsorted(cum[1], people.u_smoke)), len(cum[0]) - 1)
         ever_smoker = (smoke > 0) & (age_end >= 14)
-        genotype = rng.binomial(2, t.allele_frequency, (n, len(t.variant_ids)))
         carrier = {"variant:" + v: (genotype[:, k] == 2) if t.recessive[k] else (genotype[:, k] >= 1)
                    for k, v in enumerate(t.variant_ids)}
         # diseases, in catalog order so that risk factors see earlier diseases
@@ -377,8 +406,10 @@ class _Block:
     def draw(self, i: int) -> PatientDraw:
         """Patient i's resources and the draws other source writers need."""
         death = self.death[i] if self.dead[i] else None
-        return PatientDraw(self.first + i, self.patient(i), Demographics(self.sex[i], self.birth[i], death),
-                           self.genotype[i], self.ever_smoker[i])
+        genotype = self.genotype[i]
+        return PatientDraw(self.first + i, self.patient(i),
+                           Demographics(self.sex[i], self.birth[i], death, tuple(genotype.values())),
+                           genotype, self.ever_smoker[i])
 
     def patient(self, i: int) -> list[dict[str, Any]]:
         """The patient's resources, Patient first (a list: one patient is small)."""
@@ -770,34 +801,18 @@ def write_ndjson(out_dir: Path, patients: int, seed: int, *, site: str = "site-a
                  years: tuple[int, int] = (2015, 2025), gzip: bool = False) -> dict[str, int]:
     """Write a Bulk-export style folder (`Patient.ndjson`, ... or `.ndjson.gz`); counts per type.
 
-    Gzip members carry no file name and time stamp, so the same seed gives the same bytes.
+    Medical data only (no identifying data); `dic synth` writes the HIS export with it.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = ".ndjson.gz" if gzip else ".ndjson"
-    files: list[Any] = []  # closed in reverse: buffer, gzip stream, file
-    handles: dict[str, Any] = {}
-    counts: dict[str, int] = {}
-    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    files = NdjsonFiles(out_dir, gzip)
     try:
         for draw in patient_draws(patients, seed, site=site, years=years):
             for resource in draw.resources:
-                kind = resource["resourceType"]
-                handle = handles.get(kind)
-                if handle is None:
-                    files.append((out_dir / f"{kind}{suffix}").open("wb", buffering=_BUFFER_BYTES))
-                    if gzip:
-                        files.append(GzipFile(filename="", mode="wb", fileobj=files[-1], mtime=0,
-                                              compresslevel=_GZIP_LEVEL))
-                        files.append(io.BufferedWriter(files[-1], buffer_size=_BUFFER_BYTES))
-                    handle = handles[kind] = files[-1]
-                    counts[kind] = 0
-                handle.write(dumps(resource, option=newline))
-                counts[kind] += 1
+                files.write(resource)
     finally:
-        for file in reversed(files):
-            file.close()
-    return dict(sorted(counts.items()))
+        counts = files.close()
+    return counts
 
 
 # ------------------------------------------------------------------ a deliberately broken file
