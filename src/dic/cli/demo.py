@@ -1,8 +1,9 @@
 """`dic demo`: the end-to-end tour on the embedded DuckDB default.
 
-Generates a synthetic hospital's FHIR export (plus a file of deliberately broken records),
-loads it into a fresh repository, loads it again to show that nothing changes, materializes
-the standard views and prints what is where.
+Writes a synthetic test world (`dic synth`: two hospitals, every source system, truth kept
+apart) plus a file of deliberately broken records, loads each site's HIS FHIR export into a
+fresh repository (identifying data removed on the way in), loads it again to show that
+nothing changes, materializes the standard views and prints what is where.
 """
 
 from __future__ import annotations
@@ -23,26 +24,27 @@ from dic.views import load_catalog, refresh_views
 
 @app.command()
 def demo(
-    patients: int = typer.Option(2_000, help="Synthetic patients to generate."),
+    patients: int = typer.Option(3_000, help="Synthetic patient records over both sites."),
     seed: int = typer.Option(7, help="Random seed (same seed, same data)."),
     out: Path = typer.Option(Path("dic-demo"), help="Folder for the generated data and the demo repository."),
 ) -> None:
     """Generate, load, reload, materialize and summarize: the product on one page."""
-    from dic.synth import write_bad_samples, write_ndjson
+    from dic.synth import write_bad_samples, write_world
 
     started = time.perf_counter()
     if out.exists():
         shutil.rmtree(out)
-    export, repo = out / "his-export", out / "repository"
-    with console.status(f"generating {patients} synthetic patients", spinner="dots"):
-        generated = write_ndjson(export, patients, seed)
-        write_bad_samples(export)
+    world, repo = out / "synth", out / "repository"
+    with console.status(f"generating {patients} synthetic patients at 2 sites, every source", spinner="dots"):
+        generated = write_world(world, sites=2, patients=patients, seed=seed)
+        bad = write_bad_samples(out / "bad-input")
+    exports = [world / site / "his-fhir" for site in generated.sites] + [bad[0][0]]
     init_repository(repo, Engine.duckdb)
     db = open_repository(repo)
     try:
         with console.status("loading", spinner="dots"):
-            first = load_paths(db, [export])
-            second = load_paths(db, [export])
+            first = load_paths(db, exports)
+            second = load_paths(db, exports)
         with console.status("materializing the standard views", spinner="dots"):
             views = refresh_views(db, load_catalog())
         counts = resource_counts(db)
@@ -51,14 +53,20 @@ def demo(
         db.close()
     seconds = time.perf_counter() - started
     if settings.json:
-        print_json({"generated": generated, "load": [r.as_dict() for r in first],
+        print_json({"generated": generated.as_dict(), "load": [r.as_dict() for r in first],
                     "reload": [r.as_dict() for r in second], "resources": counts,
                     "views": {v.name: v.rows for v in views}, "quarantined": len(rejected), "seconds": seconds})
         return
     console.rule("[bold]DIC demo[/bold]")
+    print_rows(["site", "source", "records"],
+               [[site, source, sum(files.values())] for site, by_source in generated.files.items()
+                for source, files in by_source.items()],
+               title=f"Test world: {generated.patients:,} patient records, {generated.persons:,} persons "
+                     f"(truth in {world / 'truth'})")
     print_batches(first, names_only=True)
     changed = sum(r.loaded + r.updated + r.deleted for r in second)
-    console.print(f"reloading the same files: {changed} resources changed (idempotent load)")
+    console.print(f"reloading the same files: {changed} resources changed (idempotent load); names, "
+                  "addresses and identifiers were removed before storing", highlight=False)
     print_rows(["resource type", "resources"], [*counts.items(), ("total", sum(counts.values()))], title="Repository")
     print_rows(["view", "rows", "mode"], [[v.name, v.rows, v.mode] for v in views], title="Standard views")
     print_rows(["file", "position", "reason"], [[Path(r["source"]).name, r["position"], r["reason"]] for r in rejected],
