@@ -22,6 +22,8 @@ def synth(
     formats: str = typer.Option("", help="Comma-separated sources to write (default: all): "
                                          "his-fhir, billing, lab, ms-registry, biobank, genomics."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Empty the folder first if it is not empty."),
+    gzip: bool = typer.Option(False, "--gzip", help="Compress the HIS FHIR export (.ndjson.gz)."),
+    workers: int = typer.Option(None, help="Processes (default: one per core from 50,000 patients on)."),
 ) -> None:
     """Synthetic hospitals in their sources' real formats, with planted truth in OUT/truth/."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -33,7 +35,7 @@ def synth(
                   console=console, transient=True, disable=settings.json) as bar:
         task = bar.add_task("patients", total=patients)
         report = write_world(out, sites=sites, patients=patients, seed=seed, years=parse_years(years),
-                             formats=chosen, overwrite=overwrite,
+                             formats=chosen, overwrite=overwrite, gzip=gzip, workers=workers,
                              progress=lambda n: bar.advance(task, n))
     if settings.json:
         print_json(report.as_dict())

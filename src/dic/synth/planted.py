@@ -128,7 +128,7 @@ def effect_definitions(cat: Catalog, years: tuple[int, int], sites: list[str]) -
                                f"effectivePeriod.start for ATC {effect.atc}. The event rate per person-day inside "
                                "exposure windows divided by the rate in all other observed person-days is the "
                                f"planted incidence rate ratio; {observation}."),
-                "rare": e.per_1000_years * max(effect.relative_risk, 1) < 5,
+                "rare": e.per_1000_years < 2,  # events per 1,000 person-years without exposure
             })
     for lab_effect in cat.drug_lab_effects:
         found.append({

@@ -17,10 +17,13 @@ which keeps memory bounded and leaves room to generate sites in parallel.
 from __future__ import annotations
 
 import csv
+import multiprocessing
+import os
 import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -133,9 +136,13 @@ class _People:
 
 def write_world(out: Path, *, sites: int = 3, patients: int = 20_000, seed: int = 7,
                 years: tuple[int, int] = (2015, 2025), formats: list[str] | None = None,
-                catalog: Catalog | None = None, overwrite: bool = False,
-                progress: Callable[[int], None] | None = None) -> WorldReport:
-    """Write the synthetic sites and the truth folder; `progress(n)` after every n patients."""
+                catalog: Catalog | None = None, overwrite: bool = False, gzip: bool = False,
+                workers: int | None = None, progress: Callable[[int], None] | None = None) -> WorldReport:
+    """Write the synthetic sites and the truth folder; `progress(n)` as patients are done.
+
+    Sites are written by `workers` processes (default: one per core for 50,000 patients and
+    more, else one); the bytes do not depend on how many. `gzip` compresses the HIS export (`.ndjson.gz`).
+    """
     started = time.perf_counter()
     catalog = catalog or load_catalog()
     chosen = _formats(formats)
@@ -144,47 +151,131 @@ def write_world(out: Path, *, sites: int = 3, patients: int = 20_000, seed: int 
         raise ConfigError(f"seed must be >= 0 (got {seed})")
     out = Path(out)
     _prepare(out, overwrite)
-    people = _People(catalog, seed, names, sizes, years)
-    report = WorldReport(out, names, patients, 0)
-    truth = out / "truth"
-    truth.mkdir(parents=True)
-    persons_seen: set[str] = set()
-    with (truth / "linkage.csv").open("w", newline="", encoding="utf-8") as linkage_file, \
-         (truth / "persons.csv").open("w", newline="", encoding="utf-8") as persons_file, \
-         (truth / "identity_errors.csv").open("w", newline="", encoding="utf-8") as errors_file:
-        linkage = csv.writer(linkage_file, lineterminator="\n")
-        linkage.writerow(["site", "source", "record_id", "person_id"])
-        persons = csv.writer(persons_file, lineterminator="\n")
-        persons.writerow(_PERSON_COLUMNS)
-        errors = csv.writer(errors_file, lineterminator="\n")
-        errors.writerow(["site", "source", "patient_number", "person_id", "errors"])
-        for s, site in enumerate(names):
-            context = SiteContext(site, seed, years, _linker(linkage, site))
-            writers: list[SourceWriter] = []
-            for source in chosen:
-                folder = out / site / source
-                folder.mkdir(parents=True)
-                writers.append(WRITERS[source](folder, context))
-            for patient, person in _site_patients(people, s, catalog, errors):
-                if patient.person_id not in persons_seen:
-                    persons_seen.add(patient.person_id)
-                    first_site = names[people.origin(s, patient_index(patient))[0]]
-                    persons.writerow(_person_row(patient, person, first_site))
-                for writer in writers:
-                    writer.add(patient)
-                if progress is not None:
-                    progress(1)
-            report.files[site] = {source: writer.close() for source, writer in zip(chosen, writers)}
-    report.persons = len(persons_seen)
+    (out / "truth" / _PARTS).mkdir(parents=True)
+    jobs = [_SiteJob(out, catalog, seed, names, sizes, years, chosen, gzip, s) for s in range(sites)]
+    if workers is None:  # starting a worker costs seconds (imports); worth it for big worlds only
+        workers = (os.cpu_count() or 1) if patients >= _PARALLEL_FROM else 1
+    workers = max(1, min(workers, sites))
+    if workers == 1:
+        results = [_write_site(job, progress) for job in jobs]
+    else:
+        results = _in_processes(jobs, workers, progress)
+    report = WorldReport(out, names, patients, sum(persons for _, persons in results))
+    report.files = {site: files for site, (files, _) in zip(names, results)}
+    _gather_truth(out / "truth", names)
     effects = effect_definitions(catalog, years, names)
     if "ms-registry" in chosen:
         effects += ms_effects()
-    (truth / "effects.json").write_bytes(orjson.dumps(effects, option=orjson.OPT_INDENT_2))
+    (out / "truth" / "effects.json").write_bytes(orjson.dumps(effects, option=orjson.OPT_INDENT_2))
     manifest = {"generator": "dic synth", "seed": seed, "sites": names, "patients_per_site": dict(zip(names, sizes)),
                 "persons": report.persons, "years": list(years), "formats": chosen, "files": report.files}
-    (truth / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    (out / "truth" / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     report.seconds = time.perf_counter() - started
     return report
+
+
+@dataclass(frozen=True)
+class _SiteJob:
+    out: Path
+    catalog: Catalog
+    seed: int
+    names: list[str]
+    sizes: list[int]
+    years: tuple[int, int]
+    formats: list[str]
+    gzip: bool
+    s: int  # the site's position
+
+
+_PARALLEL_FROM = 50_000  # patients
+_PARTS = ".parts"  # truth rows per site, concatenated in site order at the end
+_TRUTH_FILES = {"linkage.csv": ["site", "source", "record_id", "person_id"],
+                "persons.csv": None,  # _PERSON_COLUMNS, set below
+                "identity_errors.csv": ["site", "source", "patient_number", "person_id", "errors"]}
+
+
+def _write_site(job: _SiteJob, progress: Callable[[int], None] | None) -> tuple[dict[str, dict[str, int]], int]:
+    """One site: every chosen source, plus its part of the truth. Returns (files, new persons)."""
+    people = _People(job.catalog, job.seed, job.names, job.sizes, job.years)
+    site = job.names[job.s]
+    parts = job.out / "truth" / _PARTS
+    new_persons = 0
+    with (parts / f"{site}-linkage.csv").open("w", newline="", encoding="utf-8") as linkage_file, \
+         (parts / f"{site}-persons.csv").open("w", newline="", encoding="utf-8") as persons_file, \
+         (parts / f"{site}-identity_errors.csv").open("w", newline="", encoding="utf-8") as errors_file:
+        linkage = csv.writer(linkage_file, lineterminator="\n")
+        persons = csv.writer(persons_file, lineterminator="\n")
+        errors = csv.writer(errors_file, lineterminator="\n")
+        context = SiteContext(site, job.seed, job.years, _linker(linkage, site))
+        writers: list[SourceWriter] = []
+        for source in job.formats:
+            folder = job.out / site / source
+            folder.mkdir(parents=True)
+            writers.append(HisExportWriter(folder, context, gzip=True) if source == "his-fhir" and job.gzip
+                           else WRITERS[source](folder, context))
+        done = 0
+        for patient, person in _site_patients(people, job.s, job.catalog, errors):
+            if people.origin(job.s, patient_index(patient))[0] == job.s:  # first seen here
+                persons.writerow(_person_row(patient, person, site))
+                new_persons += 1
+            for writer in writers:
+                writer.add(patient)
+            done += 1
+            if progress is not None and done % 100 == 0:
+                progress(100)
+        if progress is not None:
+            progress(done % 100)
+        return {source: writer.close() for source, writer in zip(job.formats, writers)}, new_persons
+
+
+_counter: Any = None  # a worker process's shared progress counter
+
+
+def _count_progress(n: int) -> None:
+    with _counter.get_lock():
+        _counter.value += n
+
+
+def _init_worker(counter: Any) -> None:
+    global _counter
+    _counter = counter
+
+
+def _run_job(job: _SiteJob) -> tuple[dict[str, dict[str, int]], int]:
+    return _write_site(job, _count_progress)
+
+
+def _in_processes(jobs: list[_SiteJob], workers: int,
+                  progress: Callable[[int], None] | None) -> list[tuple[dict[str, dict[str, int]], int]]:
+    """Sites in worker processes (spawned: the parent may run threads, e.g. a progress bar)."""
+    context = multiprocessing.get_context("spawn")
+    counter = context.Value("q", 0)
+    reported = 0
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(counter,)) as pool:
+        futures = [pool.submit(_run_job, job) for job in jobs]
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+            if progress is not None and counter.value > reported:
+                progress(counter.value - reported)
+                reported = counter.value
+            if any(f.done() and f.exception() for f in futures):
+                break
+        results = [f.result() for f in futures]  # raises the first worker's error
+    if progress is not None and counter.value > reported:
+        progress(counter.value - reported)
+    return results
+
+
+def _gather_truth(truth: Path, names: list[str]) -> None:
+    for name, header in _TRUTH_FILES.items():
+        with (truth / name).open("w", newline="", encoding="utf-8") as target:
+            csv.writer(target, lineterminator="\n").writerow(header or _PERSON_COLUMNS)
+            for site in names:
+                part = truth / _PARTS / f"{site}-{name}"
+                with part.open(encoding="utf-8", newline="") as source:
+                    shutil.copyfileobj(source, target)
+                part.unlink()
+    (truth / _PARTS).rmdir()
 
 
 def site_patients(patients: int, seed: int, site: str = "site-a", years: tuple[int, int] = (2015, 2025),
