@@ -201,7 +201,7 @@ def test_medications_are_atc_coded_with_a_dose(population: list[dict[str, Any]])
 
 def test_consent_follows_the_mii_broad_consent_shape(population: list[dict[str, Any]]) -> None:
     consents = by_type(population)["Consent"]
-    assert 0.75 * 200 <= len(consents) < 200
+    assert 0.75 * 200 <= len(consents) < 210
     types = Counter()
     for c in consents:
         assert c["policy"][0]["uri"].startswith("urn:oid:2.16.840.1.113883.3.1937.777.24")
@@ -211,6 +211,22 @@ def test_consent_follows_the_mii_broad_consent_shape(population: list[dict[str, 
             assert p["period"]["start"] < p["period"]["end"]
             types[p["type"]] += 1
     assert types["permit"] > types["deny"] > 0
+
+
+def test_some_consents_are_withdrawn_later_by_a_consent_of_denials() -> None:
+    consents = [r for r in generate_population(3000, 12) if r["resourceType"] == "Consent"]
+    first = {c["patient"]["reference"]: c for c in consents if not c["id"].endswith("-withdrawal")}
+    withdrawals = [c for c in consents if c["id"].endswith("-withdrawal")]
+    share = len(withdrawals) / len(first)
+    assert 0.01 < share < 0.05, share  # declared: 3 % of those who consented
+    for w in withdrawals:
+        original = first[w["patient"]["reference"]]
+        assert w["dateTime"] > original["dateTime"]
+        assert {p["type"] for p in w["provision"]["provision"]} == {"deny"}
+        assert all(p["period"]["start"] == w["dateTime"][:10] for p in w["provision"]["provision"])
+        still_valid = {p["code"][0]["coding"][0]["code"] for p in original["provision"]["provision"]
+                       if p["period"]["end"] > w["dateTime"][:10]}
+        assert still_valid == {p["code"][0]["coding"][0]["code"] for p in w["provision"]["provision"]}
 
 
 def test_deaths_come_after_every_encounter(population: list[dict[str, Any]]) -> None:

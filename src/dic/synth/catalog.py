@@ -174,6 +174,7 @@ class ConsentModule(_Entry):
 class ConsentPolicy(_Entry):
     no_consent_pct: float
     refused_pct: float
+    withdrawn_pct: float
     policy_uri: str
     modules: list[ConsentModule]
 

@@ -519,9 +519,7 @@ class _Block:
                                "country": "DE"}]
         out = [patient]
         subject_ref = {"reference": subject}
-        consent = self._consent(pid, subject_ref, starts[0], stamp)
-        if consent is not None:
-            out.append(consent)
+        out += self._consents(pid, subject_ref, starts[0], self.observed[i][1], stamp)
         running: list[tuple[Drug, int, int | None]] = []
         for j in range(contacts):
             contact = _Contact(j, contact_draws[j], contact_class[j], starts[j], ends[j], contact_event[j],
@@ -531,10 +529,13 @@ class _Block:
         return out
 
     # -------------------------------------------------------------- consent
-    def _consent(self, pid: str, subject_ref: dict[str, str], minute: int, stamp: Any) -> dict[str, Any] | None:
+    def _consents(self, pid: str, subject_ref: dict[str, str], minute: int, last_day: int,
+                  stamp: Any) -> list[dict[str, Any]]:
+        """The Broad Consent asked at the first contact, and a later withdrawal of every module
+        (a second Consent of deny provisions from its date, as the MII consent module models it)."""
         policy, rand, days = self.cat.consent, self.rand, _calendar()[0]
         if rand.random() * 100 < policy.no_consent_pct:
-            return None
+            return []
         refused = rand.random() * 100 < policy.refused_pct
         day = minute // 1440
         provisions = []
@@ -543,14 +544,23 @@ class _Block:
             period = {"start": days[day], "end": days[day + int(module.years * 365.25)]}
             provisions += [{"type": "deny" if denied else "permit", "period": period, "code": [code]}
                            for code in self.t.consent_codes[module.name]]
-        longest = max(m.years for m in policy.modules)
+        longest = day + int(max(m.years for m in policy.modules) * 365.25)
+        found = [self._consent(pid + "-consent", subject_ref, stamp(minute), days[day], days[longest], provisions)]
+        if not refused and last_day - day > 60 and rand.random() * 100 < policy.withdrawn_pct:
+            withdrawn = day + 30 + int(rand.random() * (last_day - day - 30))
+            denials = [{"type": "deny", "period": {"start": days[withdrawn], "end": p["period"]["end"]},
+                        "code": p["code"]} for p in provisions if p["period"]["end"] > days[withdrawn]]
+            found.append(self._consent(pid + "-consent-withdrawal", subject_ref, stamp(withdrawn * 1440 + 600),
+                                       days[withdrawn], days[max(longest, withdrawn)], denials))
+        return found
+
+    def _consent(self, cid: str, subject_ref: dict[str, str], when: str, start: str, end: str,
+                 provisions: list[dict[str, Any]]) -> dict[str, Any]:
         return {
-            "resourceType": "Consent", "id": pid + "-consent", "meta": self.meta["Consent"],
+            "resourceType": "Consent", "id": cid, "meta": self.meta["Consent"],
             "status": "active", "scope": self.t.consent_scope, "category": self.t.consent_category,
-            "patient": subject_ref, "dateTime": stamp(minute),
-            "policy": [{"uri": policy.policy_uri}],
-            "provision": {"type": "deny", "period": {"start": days[day], "end": days[day + int(longest * 365.25)]},
-                          "provision": provisions},
+            "patient": subject_ref, "dateTime": when, "policy": [{"uri": self.cat.consent.policy_uri}],
+            "provision": {"type": "deny", "period": {"start": start, "end": end}, "provision": provisions},
         }
 
     # -------------------------------------------------------------- one encounter and what happened in it

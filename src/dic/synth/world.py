@@ -33,7 +33,7 @@ import orjson
 
 from dic.errors import ConfigError
 from dic.synth.billing import BillingWriter
-from dic.synth.biobank import BiobankWriter
+from dic.synth.biobank import BiobankWriter, biomaterial_consent
 from dic.synth.catalog import Catalog, load_catalog
 from dic.synth.fhir_population import Demographics, calendar_day, patient_draws, person_demographics
 from dic.synth.genomics import GenomicsWriter
@@ -56,7 +56,6 @@ WRITERS: dict[str, WriterFactory] = {
 }
 SOURCES = tuple(WRITERS)
 MAX_SITES = 26
-_BIOMAT = "2.16.840.1.113883.3.1937.777.24.5.3.19"  # MII consent: BIOMAT_erheben
 
 
 @dataclass
@@ -306,7 +305,7 @@ def _site_patients(people: _People, s: int, catalog: Catalog,
         person = people.true_person(s, i, draw.demographics)
         number = str(_FIRST_NUMBER + i)
         person_id = people.person_id(s, i)
-        genotyped = _biomaterial_permitted(draw.resources) and pick.random() * 100 < genotyped_pct
+        genotyped = biomaterial_consent(draw.resources) is not None and pick.random() * 100 < genotyped_pct
         patient = SitePatient(person_id, site, number, draw.resources,
                               _identities(person, people.seed, site, number, person_id, errors),
                               draw.genotype, genotyped)
@@ -328,14 +327,6 @@ def _identities(person: TruePerson, seed: int, site: str, number: str, person_id
         return found
 
     return identity
-
-
-def _biomaterial_permitted(resources: list[dict[str, Any]]) -> bool:
-    for resource in resources:
-        if resource["resourceType"] == "Consent":
-            return any(p.get("type") == "permit" and p["code"][0]["coding"][0]["code"] == _BIOMAT
-                       for p in resource["provision"].get("provision", []))
-    return False
 
 
 def _linker(writer: Any, site: str) -> Callable[[str, str, PersonId], None]:
