@@ -23,10 +23,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from dic.errors import ConfigError, DefinitionError, Problem
+from dic.errors import ConfigError, Problem
+from dic.synth.declarations import load_declarations
 from dic.synth.site_patient import SiteContext, SitePatient
 
 BIOBANK_PATH = Path(__file__).with_name("biobank.yaml")
@@ -119,14 +119,7 @@ class Biobank(_Entry):
 @cache
 def load_biobank(path: Path = BIOBANK_PATH) -> Biobank:
     """The biobank's declarations, validated; every problem is reported at once (DefinitionError)."""
-    try:
-        biobank = Biobank.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except ValidationError as error:
-        problems = [Problem("/" + "/".join(str(p) for p in e["loc"]), e["msg"]) for e in error.errors()]
-        raise DefinitionError(str(path), problems) from error
-    if problems := biobank.problems():
-        raise DefinitionError(str(path), problems)
-    return biobank
+    return load_declarations(path, Biobank)
 
 
 def dna_sample_id(site: str, patient: SitePatient) -> str:

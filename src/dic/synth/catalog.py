@@ -11,10 +11,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from dic.errors import DefinitionError, Problem
+from dic.errors import Problem
+from dic.synth.declarations import load_declarations
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 
@@ -360,11 +360,4 @@ _PROFILED_TYPES = ("Patient", "Encounter", "Condition", "Procedure", "Observatio
 @cache
 def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
     """The generator's catalog, validated; every problem is reported at once (DefinitionError)."""
-    try:
-        catalog = Catalog.model_validate(yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader))
-    except ValidationError as error:
-        problems = [Problem("/" + "/".join(str(p) for p in e["loc"]), e["msg"]) for e in error.errors()]
-        raise DefinitionError(str(path), problems) from error
-    if problems := catalog.problems():
-        raise DefinitionError(str(path), problems)
-    return catalog
+    return load_declarations(path, Catalog)

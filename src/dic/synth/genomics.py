@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from dic.errors import ConfigError, DefinitionError, Problem
+from dic.errors import ConfigError, Problem
 from dic.synth.biobank import dna_sample_id
+from dic.synth.declarations import load_declarations
 from dic.synth.site_patient import SiteContext, SitePatient
 
 PANEL_PATH = Path(__file__).with_name("genomics.yaml")
@@ -136,13 +136,7 @@ def notation_problem(v: Variant, strand: str) -> str | None:
 @cache
 def load_panel(path: Path = PANEL_PATH) -> Panel:
     """The genotyping panel, validated (DefinitionError lists every problem); variants sorted."""
-    try:
-        panel = Panel.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except ValidationError as error:
-        problems = [Problem("/" + "/".join(str(p) for p in e["loc"]), e["msg"]) for e in error.errors()]
-        raise DefinitionError(str(path), problems) from error
-    if problems := panel.problems():
-        raise DefinitionError(str(path), problems)
+    panel = load_declarations(path, Panel)
     order = {c: n for n, c in enumerate(panel.contigs)}
     return panel.model_copy(update={"variants": sorted(panel.variants, key=lambda v: (order[v.chrom], v.pos))})
 

@@ -40,11 +40,11 @@ from pathlib import Path
 from random import Random
 from typing import Generic, Literal, TypeVar, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from dic.errors import ConfigError, DefinitionError, Problem
+from dic.errors import ConfigError, Problem
 from dic.synth.catalog import load_catalog
+from dic.synth.declarations import load_declarations
 from dic.synth.site_patient import Identity
 
 IDENTITY_PATH = Path(__file__).with_name("identity.yaml")
@@ -179,14 +179,7 @@ class IdentityRules(_Entry):
 @cache
 def load_identity_rules(path: Path = IDENTITY_PATH) -> IdentityRules:
     """The identity declarations, validated; every problem is reported at once (DefinitionError)."""
-    try:
-        rules = IdentityRules.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except ValidationError as error:
-        problems = [Problem("/" + "/".join(str(p) for p in e["loc"]), e["msg"]) for e in error.errors()]
-        raise DefinitionError(str(path), problems) from error
-    if problems := rules.problems():
-        raise DefinitionError(str(path), problems)
-    return rules
+    return load_declarations(path, IdentityRules)
 
 
 # ------------------------------------------------------------------ tables derived once

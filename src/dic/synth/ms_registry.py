@@ -25,10 +25,10 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from dic.errors import DefinitionError, Problem
+from dic.errors import Problem
+from dic.synth.declarations import load_declarations
 from dic.synth.site_patient import SiteContext, SitePatient
 
 REGISTRY_PATH = Path(__file__).with_name("ms_registry.yaml")
@@ -153,14 +153,7 @@ class Registry(_Entry):
 @cache
 def load_registry(path: Path = REGISTRY_PATH) -> Registry:
     """The registry's declarations, validated; every problem is reported at once (DefinitionError)."""
-    try:
-        registry = Registry.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except ValidationError as error:
-        problems = [Problem("/" + "/".join(str(p) for p in e["loc"]), e["msg"]) for e in error.errors()]
-        raise DefinitionError(str(path), problems) from error
-    if problems := registry.problems():
-        raise DefinitionError(str(path), problems)
-    return registry
+    return load_declarations(path, Registry)
 
 
 def _weights(table: dict[Any, float]) -> tuple[list[Any], list[float]]:
