@@ -345,11 +345,13 @@ def test_escape_round_trips(text: str) -> None:
 
 
 def test_identity_with_delimiters_is_escaped(tmp_path: Path) -> None:
-    patient = next(p for p in patients(40, SEED) if any(r["resourceType"] == "Specimen" for r in p.resources))
+    patient = next(p for p in patients(80, SEED) if {"Specimen", "IMP"} <= {
+        r["resourceType"] if r["resourceType"] != "Encounter" else r["class"]["code"] for r in p.resources})
     odd = Identity("JO|HN^NY", "SMITH & SONS~\\", "1970-05-01", "other", "A^B 1", "04109", "X|Y", "A123456780")
     patient.identity = lambda _: odd
-    path = write_feed(tmp_path, [patient])[0]
-    for message in path.read_bytes().decode().split("\n")[:-1]:
+    messages = write_feed(tmp_path, [patient])[0].read_bytes().decode().split("\n")[:-1]
+    assert {kind(m)[:3] for m in messages} == {"ADT", "ORU"}
+    for message in messages:
         parsed = parse_message(message, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
         pid = next(s for s in parsed.children if s.name == "PID") if kind(message)[:3] == "ADT" else \
             parsed.oru_r01_patient_result.oru_r01_patient.pid

@@ -24,7 +24,8 @@ Messages, per patient in the site's order, then by message time (MSH-7), ties A0
 
 PID-3 is the HIS patient number (type MR, assigned by the facility); PID-5/7/8/11 come from
 `patient.identity("lab")`, the lab's own spelling (missing fields stay empty). PV1-19 is the
-Encounter's case number (VN), PV1-10 the department's §301 key, PV1-3 a ward/clinic location.
+Encounter's case number (VN), PV1-10 the department's §301 key, PV1-3 a ward/clinic location,
+PV1-44/-45 admission and (A03) discharge, PV1-36 (A03) the discharge disposition's §301 key.
 ORC-2/-3, OBR-2/-3 and SPM-2 carry the Specimen's accession number. Each patient with a message
 is linked once by the patient number. Applications, wards, rates and comments: `lab_feed.yaml`.
 """
