@@ -10,7 +10,7 @@ import itertools
 import math
 import re
 from collections import Counter, defaultdict
-from datetime import date
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ import yaml
 from dic.errors import DefinitionError
 from dic.synth.billing import BillingWriter, case_number
 from dic.synth.billing_rules import BILLING_PATH, load_billing_rules
-from dic.synth.site_patient import Identity, PersonId, SiteContext, SitePatient
+from dic.synth.catalog import load_catalog
+from dic.synth.site_patient import SiteContext, SitePatient
+from dic.synth.world import site_patients
 
 SITE, SEED, YEARS, PATIENTS = "site-b", 5, (2015, 2025), 2500
 FILES = ("FALL.csv", "FAB.csv", "ICD.csv", "OPS.csv", "ENTGELTE.csv", "INFO.csv", "KRANKENHAUS.csv")
@@ -28,31 +30,6 @@ RULES = yaml.safe_load(BILLING_PATH.read_text(encoding="utf-8"))
 
 
 # ------------------------------------------------------------------ the world under test
-def his_patients(n: int, seed: int, site: str) -> list[SitePatient]:
-    """The site's patients from world.site_patients (real identities) when it can be imported,
-    else the HIS generator wrapped with simple identities (missing fields on some)."""
-    try:
-        from dic.synth.world import site_patients
-    except ImportError:
-        site_patients = None
-    if site_patients is not None:
-        return list(site_patients(n, seed, site, YEARS))
-    from dic.synth import fhir_population
-
-    draws = (fhir_population.patient_draws(n, seed, site=site, years=YEARS)
-             if hasattr(fhir_population, "patient_draws") else None)
-    lists = ([d.resources for d in draws] if draws is not None
-             else list(fhir_population._patients(n, seed, site, YEARS)))  # type: ignore[attr-defined]
-    found = []
-    for i, resources in enumerate(lists):
-        patient = resources[0]
-        identity = Identity("Erika", "Mustermann", patient["birthDate"], patient["gender"], "Lindenstraße 12",
-                            None if i % 11 == 0 else "04103", "Leipzig", None if i % 7 == 0 else f"A{i:09d}")
-        found.append(SitePatient(PersonId(f"P{i}"), site, str(1_000_000_001 + i), resources,
-                                 lambda source, identity=identity: identity))
-    return found
-
-
 def write(patients: list[SitePatient], folder: Path, seed: int = SEED,
           site: str = SITE) -> tuple[dict[str, int], list[tuple[str, str, str]]]:
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,7 +42,7 @@ def write(patients: list[SitePatient], folder: Path, seed: int = SEED,
 
 @pytest.fixture(scope="module")
 def patients() -> list[SitePatient]:
-    return his_patients(PATIENTS, SEED, SITE)
+    return list(site_patients(PATIENTS, SEED, SITE, YEARS))  # HIS resources, identities per source
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +132,7 @@ def test_headers_are_the_published_column_lists(delivery: dict[str, Any], shared
 
 def test_files_are_utf8_lf_with_the_header_column_count(delivery: dict[str, Any]) -> None:
     for name in FILES:
-        raw = (delivery["folder"] / name).read_bytes()
-        text = raw.decode("utf-8")
+        text = (delivery["folder"] / name).read_bytes().decode("utf-8")
         assert "\r" not in text and text.endswith("\n")
         header, _, plain = delivery["files"][name]
         assert all(len(row) == len(header) for row in plain), name
@@ -278,19 +254,18 @@ def test_exactly_one_main_diagnosis_per_case_the_his_primary(delivery: dict[str,
     assert Counter(r["Diagnoseart"] for r in rows(delivery, "ICD.csv")).keys() == {"HD", "ND"}
     for number, (_, encounter) in inpatient(patients).items():
         primary = [d for d in encounter["diagnosis"] if d["use"]["coding"][0]["code"] == "CC"]
-        reference = primary[0]["condition"]["reference"].split("/")[1]
-        assert main[number] == [conditions[reference]["code"]["coding"][0]["code"]]
+        condition = conditions[primary[0]["condition"]["reference"].split("/")[1]]
+        assert main[number] == [condition["code"]["coding"][0]["code"]]
 
 
 def test_person_fields_come_from_the_billing_identity(delivery: dict[str, Any],
                                                       patients: list[SitePatient]) -> None:
     by_number = {p.patient_number: p for p in patients}
-    sex = {"female": "w", "male": "m", "other": "d", "unknown": "x"}
     for r in rows(delivery, "FALL.csv"):
         identity = by_number[r["Patientennummer"]].identity("billing")
         assert r["Geburtsjahr"] == (identity.birth_date or "")[:4]
         assert r["Geburtsmonat"] == (identity.birth_date or "")[5:7]
-        assert r["Geschlecht"] == sex.get(identity.sex or "", "")
+        assert r["Geschlecht"] == RULES["sex"].get(identity.sex, "")  # the declared w/m/d/x keys
         assert r["PLZ"] in {"", identity.postal_code or ""}
         assert r["Wohnort"] in {identity.city or "", (identity.city or "").upper()}
         assert r["Versicherten-ID"] in {"", identity.insurance_number or ""}
@@ -327,8 +302,25 @@ def test_planted_rates_are_recovered_from_the_files(delivery: dict[str, Any]) ->
     assert intensive <= set(eligible)
     assert all(bool(fall[c]["Verweildauer Intensiv"]) == (c in intensive) for c in fall)
     payers = {r["Patientennummer"]: r["IK-der-Krankenkasse"] for r in fall.values()}
-    self_pay = sum(ik == "" for ik in payers.values())
-    assert close_to(self_pay, len(payers), RULES["self_pay_pct"] / 100)
+    assert close_to(sum(ik == "" for ik in payers.values()), len(payers), RULES["self_pay_pct"] / 100)
+
+
+def test_the_his_complication_cluster_shows_in_the_billed_diagnoses(delivery: dict[str, Any]) -> None:
+    """The HIS plants a cluster of a complication (secondary diagnosis of stays) at one site for some
+    months; billing carries it. Crude rate ratio from FALL/ICD.csv against the catalog's factor."""
+    catalog = load_catalog()
+    cluster = next(c for c in catalog.complications if c.cluster is not None and c.cluster.site == SITE)
+    code = next(e.icd for e in catalog.events if e.id == cluster.event)
+    coded = {r["KH-internes-Kennzeichen"] for r in rows(delivery, "ICD.csv")
+             if r["ICD-Kode"] == code and r["Diagnoseart"] == "ND"}
+    first, last = cluster.cluster.start.strftime("%Y%m%d"), cluster.cluster.end.strftime("%Y%m%d")
+    counts = Counter((first <= r["Aufnahmedatum"][:8] <= last, r["KH-internes-Kennzeichen"] in coded)
+                     for r in rows(delivery, "FALL.csv"))
+    inside = counts[True, True] / (counts[True, True] + counts[True, False])
+    outside = counts[False, True] / (counts[False, True] + counts[False, False])
+    assert close_to(counts[False, True], counts[False, True] + counts[False, False], cluster.base_pct / 100)
+    # about 5 cases inside at this size: a factor 2.5 either way is about 1.7 standard errors (log scale)
+    assert abs(math.log(inside / outside / cluster.cluster.factor)) < math.log(2.5)
 
 
 def close_to(hits: int, n: int, p: float) -> bool:
@@ -337,10 +329,8 @@ def close_to(hits: int, n: int, p: float) -> bool:
 
 
 def stay_days(row: dict[str, str]) -> int:
-    def day(stamp: str) -> date:
-        return date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]))
-
-    return (day(row["Entlassungsdatum"]) - day(row["Aufnahmedatum"])).days
+    day = [datetime.strptime(row[c][:8], "%Y%m%d") for c in ("Aufnahmedatum", "Entlassungsdatum")]
+    return (day[1] - day[0]).days
 
 
 def test_sides_persist_per_patient_and_procedures_take_the_diagnosis_side(delivery: dict[str, Any]) -> None:
@@ -382,11 +372,11 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
-    sample = his_patients(250, SEED, SITE)
+    sample = list(site_patients(250, SEED, SITE, YEARS))
     write(sample, tmp_path / "one")
-    write(his_patients(250, SEED, SITE), tmp_path / "two")  # generated anew
+    write(list(site_patients(250, SEED, SITE, YEARS)), tmp_path / "two")  # generated anew
     write(sample, tmp_path / "other", seed=SEED + 1)  # same facts, the writer's own draws differ
-    write(his_patients(250, SEED + 1, SITE), tmp_path / "world")
+    write(list(site_patients(250, SEED + 1, SITE, YEARS)), tmp_path / "world")
     one = digests(tmp_path / "one")
     assert one == digests(tmp_path / "two")
     changed = {k for k, v in digests(tmp_path / "other").items() if one[k] != v}
@@ -409,5 +399,4 @@ def test_declarations_load_and_every_problem_is_reported(tmp_path: Path) -> None
     path.write_text(yaml.safe_dump(broken, allow_unicode=True), encoding="utf-8")
     with pytest.raises(DefinitionError) as error:
         load_billing_rules(path)
-    paths = {p.path for p in error.value.problems}
-    assert {"/payers/0/ik", "/drg"} <= paths
+    assert {"/payers/0/ik", "/drg"} <= {p.path for p in error.value.problems}

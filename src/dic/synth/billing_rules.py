@@ -10,10 +10,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from dic.errors import DefinitionError, Problem
+from dic.errors import Problem
+from dic.synth.declarations import load_declarations
 
 BILLING_PATH = Path(__file__).with_name("billing.yaml")
 CASE_FILES = ("FALL.csv", "FAB.csv", "ICD.csv", "OPS.csv", "ENTGELTE.csv")
@@ -162,14 +162,7 @@ class BillingRules(_Entry):
 @cache
 def load_billing_rules(path: Path = BILLING_PATH) -> BillingRules:
     """The billing declarations, validated; every problem is reported at once (DefinitionError)."""
-    try:
-        rules = BillingRules.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except ValidationError as error:
-        problems = [Problem("/" + "/".join(str(p) for p in e["loc"]), e["msg"]) for e in error.errors()]
-        raise DefinitionError(str(path), problems) from error
-    if problems := rules.problems():
-        raise DefinitionError(str(path), problems)
-    return rules
+    return load_declarations(path, BillingRules)
 
 
 def ik_check_digit(body: str) -> str:
