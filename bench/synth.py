@@ -22,8 +22,10 @@ from pathlib import Path
 from dic.synth import world
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb() -> tuple[float, float]:
+    """Peak RSS of this process and of the largest worker process (MB)."""
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
 def folder_bytes(path: Path) -> int:
@@ -63,9 +65,10 @@ def main() -> None:
     report = world.write_world(out, sites=args.sites, patients=args.patients, seed=args.seed, formats=formats,
                                overwrite=True, gzip=args.gzip, workers=args.workers)
     seconds = time.perf_counter() - started
+    own, worker = peak_rss_mb()
     print(f"dic synth: {args.patients:,} patients, {report.persons:,} persons, {args.sites} sites, "
           f"seed {args.seed}: {seconds:.1f} s, {args.patients / seconds:,.0f} patients/s, "
-          f"peak RSS {peak_rss_mb():,.0f} MB")
+          f"peak RSS {own:,.0f} MB (largest worker process {worker:,.0f} MB; workers run side by side)")
     if spent:  # writer times are measured in this process only (workers=1)
         print(f"  generation of the HIS record, identities and truth: {seconds - sum(spent.values()):.1f} s")
     for source in report.files[report.sites[0]]:

@@ -23,7 +23,7 @@ def synth(
                                          "his-fhir, billing, lab, ms-registry, biobank, genomics."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Empty the folder first if it is not empty."),
     gzip: bool = typer.Option(False, "--gzip", help="Compress the HIS FHIR export (.ndjson.gz)."),
-    workers: int = typer.Option(None, help="Processes (default: one per core from 50,000 patients on)."),
+    workers: int = typer.Option(None, help="Processes (default: one per site from 50,000 patients on)."),
 ) -> None:
     """Synthetic hospitals in their sources' real formats, with planted truth in OUT/truth/."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
