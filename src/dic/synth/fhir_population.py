@@ -1,15 +1,17 @@
 """A synthetic hospital population as FHIR R4 resources shaped like the MII core data set.
 
-    generate_population(patients, seed)  -> Iterator[dict]   (Patient first, then that patient's data)
-    write_ndjson(out_dir, patients, seed) -> {resource type: count}, Bulk-export style files
-    write_bad_samples(out_dir)            -> [(file, line, reason keyword)] for the quarantine demo
+    patient_draws(patients, seed, site=, years=, shared=) -> Iterator[PatientDraw]
+    generate_population(patients, seed)   -> Iterator[dict]   (Patient first, then that patient's data)
+    write_ndjson(out_dir, patients, seed)  -> {resource type: count}, Bulk-export style files
 
 The medicine is data (`catalog.yaml`: code lists, units, reference ranges, prevalences by age
-and sex); this module is the small engine over it, with no code per disease. Per block of
-patients, NumPy draws the bulk numbers (demographics, diseases, encounter dates, lab and vital
-values with their interpretation); a plain loop then assembles the resources. The research
-repository must never hold identifying data, so a Patient has gender, birth date, death date,
-a two-digit postcode prefix and country only, and its id is an opaque token.
+and sex, risk factors, the planted effects); this module is the small engine over it, with no
+code per disease. Per block of patients, NumPy draws the bulk numbers (demographics, smoking,
+effect-variant genotypes, diseases, encounter dates, lab and vital values, background events);
+a plain loop then places each patient's contacts (regular ones and one per acute event) and
+assembles the resources. The medical record carries no identifying data: a Patient has
+gender, birth date, death date, a two-digit postcode prefix and country; `dic synth`'s HIS
+export (his_export.py) adds the identifiers, names and address a real export has.
 
 Same seed, same site, same years: byte-identical output. Memory stays bounded by one block.
 Sub-objects (meta, references, CodeableConcepts, reference ranges) are shared between yielded
@@ -23,154 +25,27 @@ import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
-from functools import cache
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from dic.errors import ConfigError
-from dic.synth.catalog import Catalog, Coded, Drug, Lab, load_catalog
+from dic.synth.catalog import Catalog, Coded, Drug
 from dic.synth.his_export import NdjsonFiles
-from dic.synth.planted import Exposure, PlantedEffects, day_number
+from dic.synth.planted import Exposure
+from dic.synth.population_tables import (
+    FIRST_YEAR,
+    LAST_YEAR,
+    Tables,
+    calendar,
+    codeable,
+    day_number_of,
+    pick,
+    tables_for,
+)
 
 BLOCK_PATIENTS = 1000
-_FIRST_YEAR, _LAST_YEAR = 1900, 2080  # calendar table bounds (consent periods reach decades ahead)
-
-
-# ------------------------------------------------------------------ precomputed tables
-@cache
-def _calendar() -> tuple[list[str], list[str], list[str]]:
-    """ISO day strings, the Berlin UTC offset of each day (EU summer time rule), times of day."""
-    first = date(_FIRST_YEAR, 1, 1)
-    days = [(first + timedelta(d)).isoformat() for d in range((date(_LAST_YEAR, 1, 1) - first).days)]
-    offsets = []
-    for year in range(_FIRST_YEAR, _LAST_YEAR):
-        march, october = date(year, 3, 31), date(year, 10, 31)
-        summer_from = march - timedelta((march.weekday() + 1) % 7)
-        summer_to = october - timedelta((october.weekday() + 1) % 7)
-        length = (date(year + 1, 1, 1) - date(year, 1, 1)).days
-        offsets += ["+02:00" if summer_from <= date(year, 1, 1) + timedelta(d) < summer_to else "+01:00"
-                    for d in range(length)]
-    times = [f"T{m // 60:02d}:{m % 60:02d}:00" for m in range(1440)]
-    return days, offsets, times
-
-
-def calendar_day(day: int) -> str:
-    """The ISO date of a calendar day number (as in Demographics)."""
-    return _calendar()[0][day]
-
-
-def _day(year: int, month: int = 1, day: int = 1) -> int:
-    return (date(year, month, day) - date(_FIRST_YEAR, 1, 1)).days
-
-
-def _cc(system: str, code: str, display: str, version: str | None = None) -> dict[str, Any]:
-    coding = {"system": system, "version": version, "code": code, "display": display}
-    return {"coding": [{k: v for k, v in coding.items() if v is not None}]}
-
-
-def _cum(weights: list[float]) -> list[float]:
-    return list(accumulate(weights))
-
-
-class _Tables:
-    """Everything derived once from the catalog: probabilities as arrays, codings as shared dicts."""
-
-    def __init__(self, cat: Catalog):
-        s, pop = cat.systems, cat.population
-        self.cat = cat
-        self.sex_p = np.array([x.weight for x in pop.sexes]) / sum(x.weight for x in pop.sexes)
-        self.sex_table = np.array([0 if x.table == "female" else 1 for x in pop.sexes])
-        self.genders = [x.gender for x in pop.sexes]
-        bands = pop.age_bands
-        self.band_p = np.array([b.weight for b in bands]) / sum(b.weight for b in bands)
-        self.band_low = np.array([b.low for b in bands])
-        self.band_span = np.array([b.high - b.low for b in bands])
-        self.death_p = np.array([b.death_pct / 100 for b in bands])
-        # diseases
-        ids = [d.id for d in cat.diseases]
-        self.prevalence = [np.array([d.prevalence_pct["female"], d.prevalence_pct["male"]]) / 100
-                           for d in cat.diseases]
-        self.risk = [list(d.risk_factors.items()) for d in cat.diseases]
-        self.disease_index = {d: n for n, d in enumerate(ids)}
-        self.variant_ids = [v.id for v in cat.variants]
-        self.allele_frequency = np.array([v.allele_frequency for v in cat.variants])
-        self.recessive = [v.model == "recessive" for v in cat.variants]
-        self.planted = PlantedEffects(cat, day_number(_FIRST_YEAR))
-        self.min_age = np.array([d.min_age for d in cat.diseases])
-        self.extra_encounters = np.array([d.extra_encounters for d in cat.diseases])
-        self.icd_cum = [_cum([c.weight for c in d.icd]) for d in cat.diseases]
-        # encounters
-        classes = cat.encounter_classes
-        self.class_codes = [c.code for c in classes]
-        self.event_class = [self.class_codes.index(e.class_) for e in cat.events]
-        self.class_p = np.array([c.weight for c in classes]) / sum(c.weight for c in classes)
-        self.class_cc = [{"system": s["act_code"], "code": c.code, "display": c.display} for c in classes]
-        self.contact_types = [[_cc(s["contact_level"], "einrichtungskontakt", "Einrichtungskontakt"),
-                               _cc(s["contact_type"], c.contact_type.code, c.contact_type.display)] for c in classes]
-        self.admit = [(list(c.admit_sources), _cum(list(c.admit_sources.values()))) for c in classes]
-        self.discharge = [(list(c.discharge), _cum(list(c.discharge.values()))) for c in classes]
-        self.admit_cc = {k: _cc(s["admit_source"], k, v) for k, v in cat.admit_sources.items()}
-        self.discharge_cc = {k: _cc(s["discharge_disposition"], k, v) for k, v in cat.discharge_dispositions.items()}
-        self.department_cc = {k: _cc(s["department"], k, v) for k, v in cat.departments.items()}
-        self.reasons = [[r for r in cat.encounter_reasons if c.code in r.classes] for c in classes]
-        self.reason_cum = [_cum([r.weight for r in rs]) for rs in self.reasons]
-        self.class_procedures = [[p for p in cat.class_procedures if c.code in p.classes] for c in classes]
-        self.use = {k: _cc(s["diagnosis_role"], v.code, v.display) for k, v in cat.diagnosis_use.items()}
-        self.clinical = {k: _cc(s["condition_clinical"], k, k.capitalize()) for k in ("active", "resolved")}
-        self.verification = {k: _cc(s["condition_verification"], k, k.capitalize())
-                             for k in ("confirmed", "provisional")}
-        self.routes = {k: _cc(s["snomed"], v.code, v.display) for k, v in cat.routes.items()}
-        # observations
-        labs = cat.labs
-        self.lab_cc = [_cc(s["loinc"], lab.loinc, lab.display) for lab in labs]
-        self.lab_category = [
-            {"coding": [{"system": s["observation_category"], "code": "laboratory", "display": "Laboratory"},
-                        {"system": s["loinc"], "code": "26436-6", "display": "Laboratory studies (set)"}]}]
-        self.vital_category = [_cc(s["observation_category"], "vital-signs", "Vital Signs")]
-        self.social_category = [_cc(s["observation_category"], "social-history", "Social History")]
-        self.interpretation = [[_cc(s["interpretation"], c, d)] for c, d in (("N", "Normal"), ("H", "High"),
-                                                                           ("L", "Low"))]
-        self.reference_range = [[self._range(lab, t) for lab in labs] for t in ("female", "male")]
-        self.vitals = {k: _cc(s["loinc"], v.loinc, v.display) for k, v in cat.vital_signs.items()}
-        self.smoking_cc = _cc(s["loinc"], cat.smoking.loinc, cat.smoking.display)
-        self.smoking_values = [_cc(s["snomed"], v.code, v.display) for v in cat.smoking.values]
-        self.smoking_p = [np.array([getattr(v, t) for v in cat.smoking.values]) for t in ("female", "male")]
-        self.specimen_cc = _cc(s["snomed"], cat.specimen.code, cat.specimen.display)
-        self.consent_codes = {m.name: [_cc(s["consent_policy"], c.code, c.display) for c in m.codes]
-                              for m in cat.consent.modules}
-        self.consent_scope = _cc(s["consent_scope"], "research", "Research")
-        self.consent_category = [_cc(s["loinc"], "57016-8", "Privacy policy acknowledgment Document"),
-                                 _cc(s["consent_category"], "2.16.840.1.113883.3.1937.777.24.2.184",
-                                     "MII Broad Consent")]
-
-    def _range(self, lab: Lab, table: str) -> list[dict[str, Any]]:
-        low, high = lab.limits(table)
-        ucum = self.cat.systems["ucum"]
-        return [{"low": {"value": low, "unit": lab.unit, "system": ucum, "code": lab.unit},
-                 "high": {"value": high, "unit": lab.unit, "system": ucum, "code": lab.unit}}]
-
-
-_TABLES: dict[int, tuple[Catalog, _Tables]] = {}
-
-
-def _tables(catalog: Catalog | None = None) -> _Tables:
-    """Tables per catalog object (tests pass modified catalogs; the default one is built once)."""
-    catalog = catalog or load_catalog()
-    found = _TABLES.get(id(catalog))
-    if found is None or found[0] is not catalog:
-        found = _TABLES[id(catalog)] = (catalog, _Tables(catalog))
-    return found[1]
-
-
-
-
-def _pick(rand: random.Random, cum: list[float]) -> int:
-    return bisect.bisect(cum, rand.random() * cum[-1])
 
 
 # ------------------------------------------------------------------ the engine
@@ -217,10 +92,10 @@ def patient_draws(patients: int, seed: int, *, site: str = "site-a", years: tupl
     """
     if patients < 0 or seed < 0:
         raise ConfigError(f"patients and seed must be >= 0 (got patients={patients}, seed={seed})")
-    if not (_FIRST_YEAR + 1 <= years[0] <= years[1] <= _LAST_YEAR - 50):
-        raise ConfigError(f"years must be within {_FIRST_YEAR + 1}..{_LAST_YEAR - 50}, first <= last "
+    if not (FIRST_YEAR + 1 <= years[0] <= years[1] <= LAST_YEAR - 50):
+        raise ConfigError(f"years must be within {FIRST_YEAR + 1}..{LAST_YEAR - 50}, first <= last "
                           f"(got {years[0]}-{years[1]})")
-    tables = _tables(catalog)
+    tables = tables_for(catalog)
     shared = shared or {}
     for number, first in enumerate(range(0, patients, BLOCK_PATIENTS)):
         count = min(BLOCK_PATIENTS, patients - first)
@@ -242,7 +117,7 @@ def person_demographics(seed: int, site: str, index: int, *, patients: int, year
     are not resolved here: the caller follows its own sharing map."""
     number = index // BLOCK_PATIENTS
     count = min(BLOCK_PATIENTS, patients - number * BLOCK_PATIENTS)
-    people = _People(_tables(catalog), _block_rng(seed, site, number), count, years)
+    people = _People(tables_for(catalog), _block_rng(seed, site, number), count, years)
     k = index - number * BLOCK_PATIENTS
     return Demographics(int(people.sex[k]), int(people.birth[k]),
                         int(people.death[k]) if people.dead[k] else None, tuple(people.genotype[k].tolist()))
@@ -251,9 +126,9 @@ def person_demographics(seed: int, site: str, index: int, *, patients: int, year
 class _People:
     """A block's first draws: who the people are. Replayable from the block's generator alone."""
 
-    def __init__(self, t: _Tables, rng: np.random.Generator, n: int, years: tuple[int, int]):
+    def __init__(self, t: Tables, rng: np.random.Generator, n: int, years: tuple[int, int]):
         self.rand_seed = int(rng.integers(2**62))
-        win_start, win_end = _day(years[0]), _day(years[1], 12, 31)
+        win_start, win_end = day_number_of(years[0]), day_number_of(years[1], 12, 31)
         self.sex = rng.choice(len(t.sex_p), n, p=t.sex_p)
         band = rng.choice(len(t.band_p), n, p=t.band_p)
         age_end = t.band_low[band] + rng.random(n) * t.band_span[band]
@@ -268,7 +143,7 @@ class _People:
 class _Block:
     """One block of patients: bulk draws in NumPy up front, then resources patient by patient."""
 
-    def __init__(self, t: _Tables, rng: np.random.Generator, site: str, seed: int,
+    def __init__(self, t: Tables, rng: np.random.Generator, site: str, seed: int,
                  years: tuple[int, int], first: int, n: int, fixed: dict[int, Demographics]):
         cat, pop = t.cat, t.cat.population
         self.t, self.cat, self.n, self.first, self.site = t, cat, n, first, site
@@ -283,7 +158,7 @@ class _Block:
         self.postal = pop.postal_prefixes.get(site, pop.postal_prefixes.get("default", ["00"]))
         self.ids = [hashlib.blake2b(f"{site}:{seed}:{first + i}".encode(), digest_size=10).hexdigest()
                     for i in range(n)]
-        win_start, win_end = _day(years[0]), _day(years[1], 12, 31)
+        win_start, win_end = day_number_of(years[0]), day_number_of(years[1], 12, 31)
         d_count, labs = len(cat.diseases), cat.labs
         # people; the same person at another site keeps sex, birth, death and genotype
         sex, birth, dead, death, genotype = people.sex, people.birth, people.dead, people.death, people.genotype
@@ -396,7 +271,7 @@ class _Block:
         key = (system, code, year)
         found = self.coding.get(key)
         if found is None:
-            found = self.coding[key] = _cc(self.cat.systems[system], code, display, year)
+            found = self.coding[key] = codeable(self.cat.systems[system], code, display, year)
         return found
 
     def _quantity(self, value: float, unit: str) -> dict[str, Any]:
@@ -414,7 +289,7 @@ class _Block:
     def patient(self, i: int) -> list[dict[str, Any]]:
         """The patient's resources, Patient first (a list: one patient is small)."""
         t, cat, rand = self.t, self.cat, self.rand
-        days, offsets, times = _calendar()
+        days, offsets, times = calendar()
         pid = self.ids[i]
         subject = "Patient/" + pid
         o0, o1 = self.offsets[i], self.offsets[i + 1]
@@ -444,7 +319,7 @@ class _Block:
                 if k not in incident:
                     classes[k] = self.class_codes_index[dz.onset_class]
                 incident.setdefault(k, []).append(d)
-            icd[d] = _pick(rand, t.icd_cum[d])
+            icd[d] = pick(rand, t.icd_cum[d])
         # long-term medications, stated when the disease is first seen; they are exposures
         stated: dict[int, list[tuple[int, int, Drug, int, int | None]]] = {}
         exposures: list[Exposure] = []
@@ -533,7 +408,7 @@ class _Block:
                   stamp: Any) -> list[dict[str, Any]]:
         """The Broad Consent asked at the first contact, and a later withdrawal of every module
         (a second Consent of deny provisions from its date, as the MII consent module models it)."""
-        policy, rand, days = self.cat.consent, self.rand, _calendar()[0]
+        policy, rand, days = self.cat.consent, self.rand, calendar()[0]
         if rand.random() * 100 < policy.no_consent_pct:
             return []
         refused = rand.random() * 100 < policy.refused_pct
@@ -569,7 +444,7 @@ class _Block:
                    icd: dict[int, int], running: list[tuple[Drug, int, int | None]],
                    exposures: list[Exposure]) -> None:
         t, cat, rand, rules = self.t, self.cat, self.rand, self.cat.rules
-        days = _calendar()[0]
+        days = calendar()[0]
         j, c, start, end = contact.j, contact.klass, contact.start, contact.end
         klass = cat.encounter_classes[c]
         eid = f"{pid}-e{j}"
@@ -600,7 +475,7 @@ class _Block:
         elif chronic and rand.random() * 100 < rules.primary_chronic_pct:
             primary = chronic[int(rand.random() * len(chronic))]
         else:
-            primary = ("r", _pick(rand, t.reason_cum[c]))
+            primary = ("r", pick(rand, t.reason_cum[c]))
         if c == self.inpatient:
             for n, (event, _, _) in enumerate(t.planted.complications):
                 if rand.random() < t.planted.complication_probability(n, self.site, day):
@@ -635,7 +510,7 @@ class _Block:
         admit_codes, admit_cum = t.admit[c]
         discharge_codes, discharge_cum = t.discharge[c]
         discharge = (rules.death_discharge if contact.death_minute is not None
-                     else discharge_codes[_pick(rand, discharge_cum)])
+                     else discharge_codes[pick(rand, discharge_cum)])
         out.append({
             "resourceType": "Encounter", "id": eid, "meta": self.meta["Encounter"],
             "identifier": [{"type": _VISIT_NUMBER, "system": self.systems["case-number"], "value": case_number}],
@@ -643,7 +518,7 @@ class _Block:
             "class": t.class_cc[c], "type": t.contact_types[c], "serviceType": t.department_cc[department],
             "subject": subject_ref, "period": {"start": start_s, "end": stamp(end)},
             "diagnosis": links,
-            "hospitalization": {"admitSource": t.admit_cc[admit_codes[_pick(rand, admit_cum)]],
+            "hospitalization": {"admitSource": t.admit_cc[admit_codes[pick(rand, admit_cum)]],
                                 "dischargeDisposition": t.discharge_cc[discharge]},
         })
         out += conditions
@@ -668,7 +543,7 @@ class _Block:
         key = ("diagnosis", entry.code, year)
         found = self.coding.get(key)
         if found is None:
-            found = _cc(self.cat.systems["icd10gm"], entry.code, entry.display, year)
+            found = codeable(self.cat.systems["icd10gm"], entry.code, entry.display, year)
             if entry.orpha:
                 found["coding"].append({"system": self.cat.systems["orpha"], "code": entry.orpha,
                                         "display": entry.orpha_display or entry.display})
@@ -748,7 +623,7 @@ class _Block:
                      stated: list[tuple[int, int, Drug, int, int | None]], primary: tuple[str, int],
                      running: list[tuple[Drug, int, int | None]]) -> None:
         t, cat, rand = self.t, self.cat, self.rand
-        days = _calendar()[0]
+        days = calendar()[0]
         day = start // 1440
         # long-term medication, stated when the disease is first seen
         for d, m, drug, first, last in stated:
@@ -823,37 +698,3 @@ def write_ndjson(out_dir: Path, patients: int, seed: int, *, site: str = "site-a
     finally:
         counts = files.close()
     return counts
-
-
-# ------------------------------------------------------------------ a deliberately broken file
-_GOOD_PATIENT = {"resourceType": "Patient", "id": "bad-sample-good-1", "gender": "female", "birthDate": "1970-05-01",
-                 "address": [{"postalCode": "04", "country": "DE"}]}
-_GOOD_CONDITION = {"resourceType": "Condition", "id": "bad-sample-good-2",
-                   "code": {"coding": [{"system": "http://fhir.de/CodeSystem/bfarm/icd-10-gm", "version": "2024",
-                                        "code": "G35.10"}]},
-                   "subject": {"reference": "Patient/bad-sample-good-1"}, "recordedDate": "2024-03-01"}
-# (line text, reason keyword the loader's quarantine reason contains); None: a good line
-_BAD_LINES: list[tuple[bytes, str | None]] = [
-    (orjson.dumps(_GOOD_PATIENT), None),
-    (b'{"resourceType": "Patient", "id": "bad-sample-1", "gender": ', "invalid JSON"),
-    (b"[1, 2, 3]", "not a FHIR resource"),
-    (b'{"resourceType": "Pateint", "id": "bad-sample-2"}', "unknown resourceType"),
-    (b'{"resourceType": "Observation", "status": "final", "code": {"text": "no id"}}', "no id"),
-    (orjson.dumps(_GOOD_CONDITION), None),
-    (b'{"resourceType": "Patient", "id": "bad-sample-3", "birthDate": 12}', "birthDate"),
-    (b'{"resourceType": "Patient", "id": "bad sample 4"}', "not a valid FHIR id"),
-    (b'{"resourceType": "Encounter", "id": "bad-sample-5", "status": "finished", "subject": "Patient/x"}', "subject"),
-]
-BAD_SAMPLE_FILE = "bad-records.ndjson"
-
-
-def write_bad_samples(out_dir: Path) -> list[tuple[Path, int, str]]:
-    """Write `bad-records.ndjson`: good resources among broken lines; [(file, line, reason keyword)].
-
-    Lines count from 1. Each keyword is a word the repository's quarantine reason contains.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / BAD_SAMPLE_FILE
-    path.write_bytes(b"".join(line + b"\n" for line, _ in _BAD_LINES))
-    return [(path, number, keyword) for number, (_, keyword) in enumerate(_BAD_LINES, start=1) if keyword]

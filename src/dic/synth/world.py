@@ -34,7 +34,7 @@ from dic.errors import ConfigError
 from dic.synth.billing import BillingWriter
 from dic.synth.biobank import BiobankWriter, biomaterial_consent
 from dic.synth.catalog import Catalog, load_catalog
-from dic.synth.fhir_population import Demographics, calendar_day, patient_draws, person_demographics
+from dic.synth.fhir_population import Demographics, patient_draws, person_demographics
 from dic.synth.genomics import GenomicsWriter
 from dic.synth.his_export import HisExportWriter
 from dic.synth.identity import TruePerson, draw_person, spell_with_errors
@@ -42,6 +42,7 @@ from dic.synth.lab_feed import LabFeedWriter
 from dic.synth.ms_registry import MsRegistryWriter
 from dic.synth.ms_registry import planted_effects as ms_effects
 from dic.synth.planted import effect_definitions
+from dic.synth.population_tables import calendar_day
 from dic.synth.site_patient import PersonId, SiteContext, SitePatient, SourceWriter, WriterFactory
 
 # source folder -> writer, in the order they are fed
