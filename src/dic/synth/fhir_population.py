@@ -423,8 +423,8 @@ class _Block:
         found = [self._consent(pid + "-consent", subject_ref, stamp(minute), days[day], days[longest], provisions)]
         if not refused and last_day - day > 60 and rand.random() * 100 < policy.withdrawn_pct:
             withdrawn = day + 30 + int(rand.random() * (last_day - day - 30))
-            denials = [{"type": "deny", "period": {"start": days[withdrawn], "end": p["period"]["end"]},
-                        "code": p["code"]} for p in provisions if p["period"]["end"] > days[withdrawn]]
+            # open-ended: from its date on, nothing may be used, whatever a module's period was
+            denials = [{"type": "deny", "period": {"start": days[withdrawn]}, "code": p["code"]} for p in provisions]
             found.append(self._consent(pid + "-consent-withdrawal", subject_ref, stamp(withdrawn * 1440 + 600),
                                        days[withdrawn], days[max(longest, withdrawn)], denials))
         return found
