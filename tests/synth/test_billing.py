@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from dic.errors import DefinitionError
-from dic.synth.billing import BillingWriter, case_number
+from dic.synth.billing import BillingWriter
 from dic.synth.billing_rules import BILLING_PATH, load_billing_rules
 from dic.synth.catalog import load_catalog
-from dic.synth.site_patient import SiteContext, SitePatient
+from dic.synth.site_patient import SiteContext, SitePatient, case_number
 from dic.synth.world import site_patients
 
 SITE, SEED, YEARS, PATIENTS = "site-b", 5, (2015, 2025), 2500

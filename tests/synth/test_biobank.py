@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import random
 from collections import Counter
 from datetime import datetime
 from functools import cache
@@ -19,6 +18,7 @@ import yaml
 from dic.errors import ConfigError, DefinitionError
 from dic.synth.biobank import BiobankWriter, dna_sample_id, load_biobank
 from dic.synth.site_patient import Identity, PersonId, SiteContext, SitePatient
+from dic.synth.world import site_patients
 
 SITE, SEED, YEARS, N = "site-b", 11, (2015, 2025), 1500
 BIOMAT = {"2.16.840.1.113883.3.1937.777.24.5.3.19", "2.16.840.1.113883.3.1937.777.24.5.3.20"}
@@ -43,26 +43,8 @@ def permitted(resources: list[dict[str, Any]]) -> bool:
     return False
 
 
-def fallback_patients(n: int, seed: int, site: str) -> list[SitePatient]:
-    """Before `world.site_patients` exists: HIS draws, fixed IDAT, genotyped among BIOMAT-permitted."""
-    from dic.synth.fhir_population import patient_draws
-
-    pick, out = random.Random(seed), []
-    for draw in patient_draws(n, seed, site=site, years=YEARS):
-        ident = Identity("Anna", "Müller", draw.resources[0]["birthDate"], draw.resources[0]["gender"], None, None,
-                         None, None)
-        genotyped = permitted(draw.resources) and pick.random() < 0.3
-        out.append(SitePatient(PersonId(f"P{draw.index}"), site, str(1_000_000_001 + draw.index), draw.resources,
-                               lambda source, ident=ident: ident, dict(draw.genotype), genotyped))
-    return out
-
-
 @cache
 def patients(n: int = N, seed: int = SEED, site: str = SITE) -> tuple[SitePatient, ...]:
-    try:
-        from dic.synth.world import site_patients
-    except ImportError:
-        return tuple(fallback_patients(n, seed, site))
     return tuple(site_patients(n, seed, site, YEARS))
 
 

@@ -28,11 +28,7 @@ from dic.errors import DefinitionError
 from dic.synth.catalog import load_catalog
 from dic.synth.lab_feed import LAB_FEED_PATH, MESSAGES_FILE, LabFeedWriter, escape, load_lab_feed_rules
 from dic.synth.site_patient import Identity, PersonId, SiteContext, SitePatient
-
-try:  # the real identities once world.py has landed; otherwise the FHIR records with a fixed identity
-    from dic.synth.world import site_patients
-except ImportError:  # pragma: no cover
-    site_patients = None
+from dic.synth.world import site_patients
 
 SITE, SEED, YEARS, PATIENTS = "site-b", 11, (2015, 2025), 1500
 CLASSES = {"IMP": "I", "AMB": "O", "EMER": "E"}
@@ -46,12 +42,7 @@ ALLOWED_WARNINGS = re.compile(r"Warning: Value (UCUM not in table HL70396 in ele
 
 
 def patients(n: int, seed: int, site: str = SITE) -> Any:
-    if site_patients is not None:
-        return site_patients(n, seed, site, YEARS)
-    from dic.synth.fhir_population import patient_draws  # pragma: no cover
-    fixed = Identity("ANNA", "MUELLER", "1970-05-01", "female", "LINDENSTR. 12", "04109", "LEIPZIG", "A123456780")
-    return (SitePatient(PersonId(f"P{d.index}"), site, str(1_000_000_001 + d.index), d.resources, lambda _: fixed)
-            for d in patient_draws(n, seed, site=site, years=YEARS))
+    return site_patients(n, seed, site, YEARS)
 
 
 def dtm(moment: str) -> str:

@@ -99,8 +99,8 @@ def test_linkage_truth_names_a_person_for_every_patient_and_some_persons_at_two_
     assert 3 <= len(shared) <= 25, f"{len(shared)} persons at both sites (declared: 3 % of site-b)"
     assert len(persons) == len(sites_of), "persons.csv lists each person once"
     sources = {r["source"] for r in links}
-    assert sources == {"his", "lab", "billing", "ms-registry", "biobank", "genomics"} or \
-        sources >= {"his", "lab", "billing", "biobank", "genomics"}
+    # the MS registry enrols MS patients only: at this size there may be none
+    assert sources - {"ms-registry"} == {"his", "lab", "billing", "biobank", "genomics"}
 
 
 def test_his_patients_carry_identifying_data_that_matches_the_truth_mostly(world: Path) -> None:
@@ -118,7 +118,7 @@ def test_his_patients_carry_identifying_data_that_matches_the_truth_mostly(world
             agree += (p.get("name", [{}])[0].get("family") == truth["family"]
                       and p["birthDate"] == truth["birth_date"])
     assert agree / total > 0.9, "the HIS is the cleanest source"
-    assert agree < total or total < 200, "the HIS has a few errors too"
+    assert agree < total, "the HIS has a few errors too"
 
 
 def test_his_export_validates_against_fhir_resources_r4b(world: Path) -> None:

@@ -1,7 +1,6 @@
 """The §21 KHEntgG billing export of one site, written from the HIS facts of its inpatient cases.
 
     BillingWriter(folder, context)   a SourceWriter: FALL, FAB, ICD, OPS, ENTGELTE, INFO, KRANKENHAUS.csv
-    case_number(encounter)           the hospital case number (KH-internes-Kennzeichen) of an Encounter
 
 One row in FALL.csv per inpatient Encounter (class IMP), keyed by the hospital case number
 (KH-internes-Kennzeichen); its diagnoses (Encounter.diagnosis -> Condition) in ICD.csv, its
@@ -44,7 +43,7 @@ from dic.synth.billing_rules import (
     derived_ik,
     load_billing_rules,
 )
-from dic.synth.site_patient import SiteContext, SitePatient
+from dic.synth.site_patient import SiteContext, SitePatient, case_number
 
 _BUFFER_BYTES = 1 << 20
 _NO_RULE = -1
@@ -72,14 +71,6 @@ FIELDS = {
 
 
 # ------------------------------------------------------------------ reading the HIS resources
-def case_number(encounter: dict[str, Any]) -> str:
-    """The hospital case number (Aufnahmenummer); derived from the resource id if not given."""
-    for identifier in encounter.get("identifier", ()):
-        if identifier.get("system", "").endswith("/sid/case-number"):
-            return identifier["value"]
-    return str(int.from_bytes(hashlib.blake2b(encounter["id"].encode(), digest_size=8).digest(), "big"))
-
-
 def _code(node: dict[str, Any] | None, default: str = "") -> str:
     return node["coding"][0]["code"] if node else default
 

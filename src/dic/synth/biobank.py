@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dic.errors import ConfigError, Problem
 from dic.synth.declarations import load_declarations
-from dic.synth.site_patient import SiteContext, SitePatient
+from dic.synth.site_patient import SiteContext, SitePatient, case_number
 
 BIOBANK_PATH = Path(__file__).with_name("biobank.yaml")
 ICD_SYSTEM = "http://fhir.de/CodeSystem/bfarm/icd-10-gm"
@@ -215,17 +215,8 @@ def _visit(resources: list[dict[str, Any]], position: int) -> _Visit:
         ops = []
     period = encounter.get("period") or {}
     start = _local(period["start"])
-    return _Visit(start, _local(period["end"]) if period.get("end") else start, _case_number(encounter), diagnosis,
+    return _Visit(start, _local(period["end"]) if period.get("end") else start, case_number(encounter), diagnosis,
                   ops)
-
-
-def _case_number(encounter: dict[str, Any]) -> str:
-    """The hospital case number (Aufnahmenummer): the VN identifier, else derived from the id."""
-    for identifier in encounter.get("identifier", ()):
-        codings = (identifier.get("type") or {}).get("coding", ())
-        if any(c.get("code") == "VN" for c in codings) and identifier.get("value"):
-            return identifier["value"]
-    return "F" + hashlib.sha256(encounter["id"].encode()).hexdigest()[:10].upper()
 
 
 def _code(concept: dict[str, Any] | None, system: str | None) -> str:

@@ -32,7 +32,6 @@ is linked once by the patient number. Applications, wards, rates and comments: `
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import re
@@ -45,7 +44,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dic.errors import DefinitionError, Problem
-from dic.synth.site_patient import Identity, SiteContext, SitePatient
+from dic.synth.site_patient import Identity, SiteContext, SitePatient, accession, case_number
 
 LAB_FEED_PATH = Path(__file__).with_name("lab_feed.yaml")
 MESSAGES_FILE = "messages.hl7"
@@ -154,24 +153,6 @@ def hl7_time(moment: str) -> str:
     if len(moment) <= 10:
         return moment.replace("-", "")
     return datetime.fromisoformat(moment).strftime("%Y%m%d%H%M%S%z")
-
-
-def _derived(resource: dict[str, Any], prefix: str) -> str:
-    return prefix + hashlib.blake2b(resource["id"].encode(), digest_size=8).hexdigest().upper()
-
-
-def case_number(encounter: dict[str, Any]) -> str:
-    """The Encounter's hospital case number (Aufnahmenummer); derived from its id if not given."""
-    for identifier in encounter.get("identifier", ()):
-        if identifier.get("system", "").endswith("/sid/case-number"):
-            return identifier["value"]
-    return _derived(encounter, "F")
-
-
-def accession(specimen: dict[str, Any]) -> str:
-    """The Specimen's lab order (accession) number; derived from its id if not given."""
-    found = specimen.get("accessionIdentifier")
-    return found["value"] if found and found.get("value") else _derived(specimen, "L")
 
 
 @dataclass(slots=True)

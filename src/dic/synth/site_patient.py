@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NewType, Protocol
 
+from dic.errors import ConfigError
+
 PersonId = NewType("PersonId", str)  # the true person: truth files only, never in a source file
 
 
@@ -73,3 +75,20 @@ class SourceWriter(Protocol):
 
 
 WriterFactory = Callable[[Path, SiteContext], SourceWriter]
+
+
+def case_number(encounter: dict[str, Any]) -> str:
+    """The Encounter's hospital case number (Aufnahmenummer): its visit-number (VN) identifier.
+    Billing, the lab feed and the biobank all key cases by it, so a missing one is an error."""
+    for identifier in encounter.get("identifier", ()):
+        if any(c.get("code") == "VN" for c in identifier.get("type", {}).get("coding", ())):
+            return identifier["value"]
+    raise ConfigError(f"Encounter/{encounter.get('id')} has no case number (identifier of type VN)")
+
+
+def accession(specimen: dict[str, Any]) -> str:
+    """The Specimen's lab order (accession) number, the key of the lab's results."""
+    found = specimen.get("accessionIdentifier") or {}
+    if not found.get("value"):
+        raise ConfigError(f"Specimen/{specimen.get('id')} has no accession number")
+    return found["value"]

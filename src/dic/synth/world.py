@@ -215,8 +215,8 @@ def _write_site(job: _SiteJob, progress: Callable[[int], None] | None) -> tuple[
             writers.append(HisExportWriter(folder, context, gzip=True) if source == "his-fhir" and job.gzip
                            else WRITERS[source](folder, context))
         done = 0
-        for patient, person in _site_patients(people, job.s, job.catalog, errors):
-            if people.origin(job.s, patient_index(patient))[0] == job.s:  # first seen here
+        for patient, person, first_seen in _site_patients(people, job.s, job.catalog, errors):
+            if first_seen:
                 persons.writerow(_person_row(patient, person, site))
                 new_persons += 1
             for writer in writers:
@@ -284,20 +284,16 @@ def site_patients(patients: int, seed: int, site: str = "site-a", years: tuple[i
     """One site's patients as the writers see them (a single-site world, for tests and tools)."""
     catalog = catalog or load_catalog()
     people = _People(catalog, seed, [site], [patients], years)
-    for patient, _ in _site_patients(people, 0, catalog, None):
+    for patient, _, _ in _site_patients(people, 0, catalog, None):
         yield patient
-
-
-def patient_index(patient: SitePatient) -> int:
-    """The patient's position in its site (the HIS numbers patients in order)."""
-    return int(patient.patient_number) - _FIRST_NUMBER
 
 
 _FIRST_NUMBER = 1_000_000_001
 
 
 def _site_patients(people: _People, s: int, catalog: Catalog,
-                   errors: Any) -> Iterator[tuple[SitePatient, TruePerson]]:
+                   errors: Any) -> Iterator[tuple[SitePatient, TruePerson, bool]]:
+    """The site's patients, each with the true person and whether the person is first seen here."""
     site = people.names[s]
     genotyped_pct = catalog.world.genotyped_pct
     pick = random.Random(f"{people.seed}:genotyped:{site}")
@@ -311,7 +307,7 @@ def _site_patients(people: _People, s: int, catalog: Catalog,
         patient = SitePatient(person_id, site, number, draw.resources,
                               _identities(person, people.seed, site, number, person_id, errors),
                               draw.genotype, genotyped)
-        yield patient, person
+        yield patient, person, people.origin(s, i)[0] == s
 
 
 def _identities(person: TruePerson, seed: int, site: str, number: str, person_id: PersonId,
