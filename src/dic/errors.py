@@ -8,6 +8,9 @@
     ├── ConsentError(DicError)                  a use the patient did not consent to
     ├── DisclosureError(DicError)               an output that would disclose too much
     ├── SiteError(DicError)                     a remote site or service answered badly; carries site and status
+    ├── AccessError(DicError)                   a call the trust center refuses
+    │   ├── NotAuthenticated                    no or unknown credentials (HTTP 401)
+    │   └── NotAuthorized                       known caller, role not allowed (HTTP 403)
     └── ConfigError(DicError, ValueError)       a missing or invalid setting
 
 Rejected *records* are not exceptions: they are `Rejection`s that go to quarantine
@@ -84,3 +87,15 @@ class SiteError(DicError):
 
 class ConfigError(DicError, ValueError):
     """A setting is missing or invalid."""
+
+
+class AccessError(DicError):
+    """The trust center refuses a call."""
+
+
+class NotAuthenticated(AccessError):
+    """No credentials, or credentials nobody issued (or revoked ones)."""
+
+
+class NotAuthorized(AccessError):
+    """The caller is known but its role may not do this."""

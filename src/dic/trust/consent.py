@@ -73,3 +73,18 @@ def _provisions(consent: dict[str, Any]) -> list[tuple[str, set[str], date, date
         if p.get("type") in ("permit", "deny") and codes:
             found.append((p["type"], codes, start, end))
     return found
+
+
+def withdrawal_date(consents: list[dict[str, Any]], as_of: date) -> date | None:
+    """The date from which the person withdrew consent they had given, if they did by `as_of`:
+    the earliest open-ended deny of a policy code that an earlier Consent permitted."""
+    given = sorted((c for c in consents if _given_by(c, as_of)), key=lambda c: c["dateTime"])
+    permitted: set[str] = set()
+    earliest: date | None = None
+    for consent in given:
+        for kind, codes, start, end in _provisions(consent):
+            if kind == "permit":
+                permitted |= codes
+            elif end == date.max and codes & permitted and start <= as_of:
+                earliest = start if earliest is None else min(earliest, start)
+    return earliest

@@ -1,0 +1,210 @@
+"""The patient list: source records -> persons (PIDs), linked by their IDAT, and the pseudonyms
+issued for them.
+
+A new record is scored against the records that share a blocking key with it (the linkage
+engine in `dic.trust.linkage`); the best person's probability decides: at or above
+`match` the record joins that person, between `review` and `match` it gets a new person and
+a review item for staff, below `review` a new person. Staff decisions are remembered and
+obeyed. Merges and splits are recorded in `person_change`, the feed the DIC follows to
+re-attribute data. Everything here runs inside the caller's write transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from dic.errors import InputError
+from dic.trust.database import TrustDatabase
+from dic.trust.identity import Idat, normalize
+from dic.trust.keys import KeyRing
+from dic.trust.linkage import LinkageModel, blocking_keys, score_candidates
+from dic.trust.pseudonym import Pid, Pseudonym, derive_pseudonym, normalize_pseudonym
+from dic.trust.registry import Outcome, Registration
+
+DIC_DOMAIN = "DIC"
+RECORD_DOMAIN = "REC"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Match probabilities: at or above `match` the same person; from `review` a possible match."""
+
+    match: float = 0.95
+    review: float = 0.60
+
+    def __post_init__(self) -> None:
+        if not 0 < self.review <= self.match < 1:
+            raise InputError(f"thresholds need 0 < review <= match < 1 (got review {self.review}, match {self.match})")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def new_pid(db: TrustDatabase) -> Pid:
+    pid = Pid(f"PID-{secrets.token_hex(8)}")  # random: a PID says nothing about the person
+    db.execute("INSERT INTO person (pid, created_at) VALUES (?, ?)", (pid, _now()))
+    return pid
+
+
+def current_pid(db: TrustDatabase, pid: str) -> Pid:
+    """Follow merges to the person a PID belongs to now."""
+    seen = set()
+    while True:
+        into = db.scalar("SELECT merged_into FROM person WHERE pid = ?", (pid,))
+        if into is None or pid in seen:
+            return Pid(pid)
+        seen.add(pid)
+        pid = into
+
+
+def pseudonym_of(db: TrustDatabase, keys: KeyRing, pid: Pid, domain: str = DIC_DOMAIN) -> Pseudonym:
+    """The person's pseudonym in `domain`, issued (with the current key) on first use."""
+    found = db.scalar("SELECT pseudonym FROM pseudonym WHERE domain = ? AND pid = ?", (domain, pid))
+    if found is not None:
+        return Pseudonym(found)
+    issued = derive_pseudonym(keys.key, domain, pid)
+    db.execute("INSERT INTO pseudonym (domain, pid, pseudonym, key_version, issued_at) VALUES (?, ?, ?, ?, ?)",
+               (domain, pid, issued, keys.current, _now()))
+    return issued
+
+
+def pid_of_pseudonym(db: TrustDatabase, text: str) -> tuple[Pid, str]:
+    """(current PID, domain) of a pseudonym of any domain; InputError if nobody has it."""
+    pseudonym = normalize_pseudonym(text)
+    row = db.row("SELECT pid, domain FROM pseudonym WHERE pseudonym = ?", (pseudonym,))
+    if row is None:
+        raise InputError(f"unknown pseudonym {pseudonym}")
+    return current_pid(db, row[0]), row[1]
+
+
+def record_pseudonym(keys: KeyRing, source: str, source_id: str) -> str:
+    # Derived with the first key, not the current one: a record's pseudonym never changes.
+    return derive_pseudonym(keys.keys[min(keys.keys)], RECORD_DOMAIN, Pid(f"{source}\x1f{source_id}"))
+
+
+def register(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: Thresholds, source: str,
+             records: Sequence[tuple[str, Idat]]) -> list[Registration]:
+    """Register source records one after the other (a later one sees the earlier ones)."""
+    results = []
+    with db.write():
+        for source_id, idat in records:
+            results.append(_register_one(db, keys, model, thresholds, source, source_id, idat))
+    return results
+
+
+def _register_one(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: Thresholds,
+                  source: str, source_id: str, idat: Idat) -> Registration:
+    normalized = normalize(idat)
+    idat_text = idat.model_dump_json(exclude_none=True)
+    known = db.row("SELECT pid, record_pseudonym, idat FROM source_record WHERE source = ? AND source_id = ?",
+                   (source, source_id))
+    if known is not None:
+        pid, record, stored = known
+        if stored != idat_text:  # the source corrected its IDAT: keep the person, update what we compare
+            db.execute("UPDATE source_record SET idat = ?, normalized = ?, updated_at = ? WHERE source = ? AND source_id = ?",
+                       (idat_text, orjson.dumps(normalized).decode(), _now(), source, source_id))
+            _store_keys(db, source, source_id, normalized, replace=True)
+        return Registration(pseudonym_of(db, keys, current_pid(db, pid)), record, "known")
+    pid, outcome, candidate = _link(db, model, thresholds, source, source_id, normalized)
+    record = record_pseudonym(keys, source, source_id)
+    now = _now()
+    db.execute("INSERT INTO source_record (source, source_id, pid, record_pseudonym, idat, normalized, registered_at, "
+               "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (source, source_id, pid, record, idat_text, orjson.dumps(normalized).decode(), now, now))
+    _store_keys(db, source, source_id, normalized)
+    if candidate is not None:
+        add_review_item(db, source, source_id, *candidate)
+    return Registration(pseudonym_of(db, keys, pid), record, outcome)
+
+
+def _store_keys(db: TrustDatabase, source: str, source_id: str, normalized: dict[str, Any], replace: bool = False) -> None:
+    if replace:
+        db.execute("DELETE FROM blocking_key WHERE source = ? AND source_id = ?", (source, source_id))
+    db.executemany("INSERT INTO blocking_key (key, source, source_id) VALUES (?, ?, ?)",
+                   [(key, source, source_id) for key in dict.fromkeys(blocking_keys(normalized))])
+
+
+def _link(db: TrustDatabase, model: LinkageModel, thresholds: Thresholds, source: str, source_id: str,
+          normalized: dict[str, Any]) -> tuple[Pid, Outcome, tuple[Pid, float] | None]:
+    """(PID, outcome, review candidate) for a new record."""
+    decisions = {current_pid(db, pid): bool(same) for pid, same in db.rows(
+        "SELECT pid, same FROM link_decision WHERE source = ? AND source_id = ?", (source, source_id))}
+    for pid, same in decisions.items():
+        if same:
+            return pid, "match", None
+    best: dict[Pid, float] = {}
+    candidates = candidate_records(db, normalized)
+    if candidates:
+        scores = score_candidates(model, normalized, [c[1] for c in candidates])
+        for (pid, _), probability in zip(candidates, scores, strict=True):
+            if decisions.get(pid, True):  # staff said "not this person": never again
+                best[pid] = max(best.get(pid, 0.0), float(probability))
+    if best:
+        pid, probability = max(best.items(), key=lambda item: item[1])
+        if probability >= thresholds.match:
+            return pid, "match", None
+        if probability >= thresholds.review:
+            return new_pid(db), "possible-match", (pid, probability)
+    return new_pid(db), "new", None
+
+
+def candidate_records(db: TrustDatabase, normalized: dict[str, Any]) -> list[tuple[Pid, dict[str, Any]]]:
+    """(current PID, normalized IDAT) of every record sharing a blocking key with `normalized`."""
+    keys = list(dict.fromkeys(blocking_keys(normalized)))
+    if not keys:
+        return []
+    marks = ", ".join("?" for _ in keys)
+    rows = db.rows(
+        "SELECT DISTINCT r.pid, r.normalized, r.source, r.source_id FROM blocking_key k "
+        f"JOIN source_record r ON r.source = k.source AND r.source_id = k.source_id WHERE k.key IN ({marks})",
+        keys,
+    )
+    return [(current_pid(db, pid), orjson.loads(text)) for pid, text, _, _ in rows]
+
+
+def add_review_item(db: TrustDatabase, source: str, source_id: str, candidate: Pid, probability: float) -> int:
+    review_id = int(db.scalar("SELECT coalesce(max(review_id), 0) + 1 FROM review_item"))
+    db.execute("INSERT INTO review_item (review_id, source, source_id, candidate_pid, probability, status, created_at) "
+               "VALUES (?, ?, ?, ?, ?, 'open', ?)", (review_id, source, source_id, candidate, probability, _now()))
+    return review_id
+
+
+def record_change(db: TrustDatabase, kind: str, from_pid: Pid, to_pid: Pid, records: list[str], actor: str) -> int:
+    seq = int(db.scalar("SELECT coalesce(max(seq), 0) + 1 FROM person_change"))
+    db.execute("INSERT INTO person_change (seq, at, kind, from_pid, to_pid, records, actor) VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (seq, _now(), kind, from_pid, to_pid, orjson.dumps(records).decode(), actor))
+    return seq
+
+
+def merge(db: TrustDatabase, from_pid: Pid, into_pid: Pid, actor: str) -> list[str]:
+    """All of `from_pid`'s records now belong to `into_pid`; the old PID stays, pointing there."""
+    from_pid, into_pid = current_pid(db, from_pid), current_pid(db, into_pid)
+    if from_pid == into_pid:
+        return []
+    records = [r for (r,) in db.rows("SELECT record_pseudonym FROM source_record WHERE pid = ? ORDER BY record_pseudonym",
+                                     (from_pid,))]
+    db.execute("UPDATE source_record SET pid = ? WHERE pid = ?", (into_pid, from_pid))
+    db.execute("UPDATE consent SET pid = ? WHERE pid = ?", (into_pid, from_pid))
+    db.execute("UPDATE person SET merged_into = ? WHERE pid = ?", (into_pid, from_pid))
+    record_change(db, "merge", from_pid, into_pid, records, actor)
+    return records
+
+
+def split(db: TrustDatabase, pid: Pid, records: Sequence[str], actor: str) -> Pid:
+    """Move the given source records (by record pseudonym) of `pid` to a new person."""
+    pid = current_pid(db, pid)
+    owned = {r for (r,) in db.rows("SELECT record_pseudonym FROM source_record WHERE pid = ?", (pid,))}
+    moving = sorted(set(records))
+    if not moving or not set(moving) <= owned or set(moving) == owned:
+        raise InputError("a split moves some, not all and not none, of the person's own records")
+    new = new_pid(db)
+    db.executemany("UPDATE source_record SET pid = ? WHERE record_pseudonym = ?", [(new, r) for r in moving])
+    record_change(db, "split", pid, new, moving, actor)
+    return new
