@@ -150,7 +150,13 @@ class TrustCenter:
         def run(detail: dict[str, Any]) -> list[Registration]:
             if problems:
                 raise InvalidIdat(problems)
-            found = patient_list.register(self.db, self.keys, self.model, self.thresholds, caller.system, valid)
+            found, trained = patient_list.register(self.db, self.keys, self.model, self.thresholds, caller.system,
+                                                   valid)
+            if trained is not None:  # a batch run trained the model: later single records use it
+                self.db.execute("DELETE FROM linkage_model WHERE name = 'current'")
+                self.db.execute("INSERT INTO linkage_model (name, model, trained_at) VALUES ('current', ?, ?)",
+                                (trained.to_json(), datetime.now(UTC).isoformat()))
+                detail["model_trained"] = True
             for outcome in ("new", "match", "possible-match", "known"):
                 detail[outcome] = sum(r.outcome == outcome for r in found)
             return found

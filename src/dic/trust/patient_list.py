@@ -12,21 +12,23 @@ re-attribute data. Everything here runs inside the caller's write transaction.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from dic.errors import InputError
 from dic.trust.database import TrustDatabase
 from dic.trust.identity import Idat, normalize
 from dic.trust.keys import KeyRing
-from dic.trust.linkage import LinkageModel, blocking_keys, score_candidates
+from dic.trust.linkage import LinkageModel, blocking_keys, link_batch, score_candidates
 from dic.trust.pseudonym import Pid, Pseudonym, derive_pseudonym, normalize_pseudonym
 from dic.trust.registry import Outcome, Registration
 
+BATCH_FROM = 2_000  # from this many new records in one call, link them in one batch run
 DIC_DOMAIN = "DIC"
 RECORD_DOMAIN = "REC"
 
@@ -90,13 +92,113 @@ def record_pseudonym(keys: KeyRing, source: str, source_id: str) -> str:
 
 
 def register(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: Thresholds, source: str,
-             records: Sequence[tuple[str, Idat]]) -> list[Registration]:
-    """Register source records one after the other (a later one sees the earlier ones)."""
-    results = []
+             records: Sequence[tuple[str, Idat]]) -> tuple[list[Registration], LinkageModel | None]:
+    """Register source records: one after the other (a later one sees the earlier ones), or, from
+    BATCH_FROM new records on, in one batch run that also trains the model (returned if it did)."""
     with db.write():
-        for source_id, idat in records:
-            results.append(_register_one(db, keys, model, thresholds, source, source_id, idat))
-    return results
+        known = {row[0] for row in _known_ids(db, source, [source_id for source_id, _ in records])}
+        fresh = [(source_id, idat) for source_id, idat in records if source_id not in known]
+        if len({source_id for source_id, _ in fresh}) >= BATCH_FROM:
+            return _register_batch(db, keys, model, thresholds, source, records, known)
+        return [_register_one(db, keys, model, thresholds, source, s, i) for s, i in records], None
+
+
+def _known_ids(db: TrustDatabase, source: str, source_ids: Sequence[str]) -> list[tuple]:
+    found = []
+    for start in range(0, len(source_ids), 500):
+        chunk = list(source_ids[start:start + 500])
+        marks = ", ".join("?" for _ in chunk)
+        found += db.rows(f"SELECT source_id FROM source_record WHERE source = ? AND source_id IN ({marks})",
+                         [source, *chunk])
+    return found
+
+
+def _register_batch(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: Thresholds, source: str,
+                    records: Sequence[tuple[str, Idat]], known: set[str]) -> tuple[list[Registration], LinkageModel]:
+    """Link the new records among themselves and with the known records that share a blocking key,
+    in one batch run. A cluster joins the person of its known records; a cluster that touches
+    several known persons joins one of them and the others go to review (staff decide merges of
+    persons, never the batch); a cluster of new records only is a new person."""
+    latest = {source_id: idat for source_id, idat in records}  # a source id twice: its last IDAT wins
+    fresh = {source_id: normalize(idat) for source_id, idat in latest.items() if source_id not in known}
+    existing = _records_sharing_keys(db, fresh.values())
+    rows = [{"record_id": f"new\x1f{source_id}", **n} for source_id, n in fresh.items()]
+    rows += [{"record_id": f"old\x1f{pid}\x1f{i}", **n} for i, (pid, n) in enumerate(existing)]
+    linked = link_batch(pa.Table.from_pylist(rows), model, match=thresholds.match, review=thresholds.review)
+    person_of_cluster: dict[int, Pid] = {}
+    for record_id, cluster in linked.clusters.items():
+        if record_id.startswith("old\x1f"):
+            person_of_cluster.setdefault(cluster, Pid(record_id.split("\x1f")[1]))
+    outcomes: dict[str, Outcome] = {}
+    pid_of: dict[str, Pid] = {}
+    for source_id in fresh:
+        cluster = linked.clusters[f"new\x1f{source_id}"]
+        if cluster not in person_of_cluster:
+            person_of_cluster[cluster] = new_pid(db)
+            outcomes[source_id] = "new"
+        else:
+            outcomes.setdefault(source_id, "match")
+        pid_of[source_id] = person_of_cluster[cluster]
+    # a new record that started a person of its own counts as matched if others joined it
+    sizes: dict[Pid, int] = {}
+    for pid in pid_of.values():
+        sizes[pid] = sizes.get(pid, 0) + 1
+    for source_id, pid in pid_of.items():
+        if outcomes[source_id] == "new" and sizes[pid] > 1:
+            outcomes[source_id] = "match"
+    now = _now()
+    db.executemany("INSERT INTO source_record (source, source_id, pid, record_pseudonym, idat, normalized, "
+                   "registered_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(source, s, pid_of[s], record_pseudonym(keys, source, s),
+                     latest[s].model_dump_json(exclude_none=True), orjson.dumps(n).decode(), now, now)
+                    for s, n in fresh.items()])
+    db.executemany("INSERT INTO blocking_key (key, source, source_id) VALUES (?, ?, ?)",
+                   [(key, source, s) for s, n in fresh.items() for key in dict.fromkeys(blocking_keys(n))])
+    _review_possible_matches(db, linked, pid_of, person_of_cluster, source, outcomes)
+    results = {s: Registration(pseudonym_of(db, keys, pid_of[s]), record_pseudonym(keys, source, s), outcomes[s])
+               for s in fresh}
+    for source_id in known:
+        results[source_id] = _register_one(db, keys, model, thresholds, source, source_id, latest[source_id])
+    return [results[source_id] for source_id, _ in records], linked.model
+
+
+def _records_sharing_keys(db: TrustDatabase, normalized: Iterable[dict[str, Any]]) -> list[tuple[Pid, dict[str, Any]]]:
+    """(current PID, normalized IDAT) of the stored records that share a blocking key with any of these."""
+    if db.scalar("SELECT count(*) FROM source_record") == 0:  # a first load: nothing to look up
+        return []
+    wanted = list(dict.fromkeys(key for n in normalized for key in blocking_keys(n)))
+    seen: dict[tuple[str, str], tuple[Pid, dict[str, Any]]] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for pid, text, source, source_id in db.rows(
+            "SELECT DISTINCT r.pid, r.normalized, r.source, r.source_id FROM blocking_key k JOIN source_record r "
+            f"ON r.source = k.source AND r.source_id = k.source_id WHERE k.key IN ({marks})", chunk):
+            seen[(source, source_id)] = (current_pid(db, pid), orjson.loads(text))
+    return list(seen.values())
+
+
+def _review_possible_matches(db: TrustDatabase, linked: Any, pid_of: dict[str, Pid],
+                             person_of_cluster: dict[int, Pid], source: str, outcomes: dict[str, Outcome]) -> None:
+    """One review item per new record whose best pair across persons lies in the review band."""
+    def person(record_id: str) -> Pid:
+        if record_id.startswith("new\x1f"):
+            return pid_of[record_id.split("\x1f", 1)[1]]
+        return person_of_cluster.get(linked.clusters[record_id], Pid(record_id.split("\x1f")[1]))
+
+    best: dict[str, tuple[float, Pid]] = {}
+    pairs = linked.pairs.to_pydict()
+    for left, right, probability in zip(pairs["left_id"], pairs["right_id"], pairs["probability"], strict=True):
+        for mine, other in ((left, right), (right, left)):
+            if not mine.startswith("new\x1f") or person(mine) == person(other):
+                continue
+            source_id = mine.split("\x1f", 1)[1]
+            if probability > best.get(source_id, (0.0, Pid("")))[0]:
+                best[source_id] = (probability, person(other))
+    for source_id, (probability, candidate) in sorted(best.items()):
+        add_review_item(db, source, source_id, candidate, probability)
+        if outcomes[source_id] == "new":
+            outcomes[source_id] = "possible-match"
 
 
 def _register_one(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: Thresholds,
