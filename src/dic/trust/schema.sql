@@ -141,3 +141,13 @@ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END; $$ LANGUAGE plpgsql;;
 -- postgres:
 CREATE OR REPLACE TRIGGER audit_entry_append_only BEFORE UPDATE OR DELETE ON audit_entry
 FOR EACH ROW EXECUTE FUNCTION audit_entry_append_only();;
+
+-- Cross-site linkage: the random linkage ids of each Bloom-filter export and whom they stand for,
+-- so the answer of the linkage unit (pairs of linkage ids) can be turned back into persons here.
+CREATE TABLE IF NOT EXISTS linkage_export (
+    export_id TEXT NOT NULL,
+    linkage_id TEXT NOT NULL,
+    pid TEXT NOT NULL REFERENCES person (pid),
+    exported_at TEXT NOT NULL,
+    PRIMARY KEY (export_id, linkage_id)
+);;
