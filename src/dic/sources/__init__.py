@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dic.sources.fhir_files import find_fhir_files, is_fhir_file, read_fhir
+from dic.sources.identity_records import IdentityRecord, patient_idat, read_identity_records
 from dic.sources.record import Entry, Rejection
 
 _BULK_EXPORT = {"BulkExportResult", "ExportProgress", "ExportedFile", "export_to_folder"}
@@ -24,9 +25,12 @@ __all__ = [
     "Entry",
     "ExportProgress",
     "ExportedFile",
+    "IdentityRecord",
     "Rejection",
     "export_to_folder",
     "find_fhir_files",
     "is_fhir_file",
+    "patient_idat",
     "read_fhir",
+    "read_identity_records",
 ]
