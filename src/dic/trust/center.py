@@ -132,7 +132,7 @@ class TrustCenter:
                          {**detail, "error": type(error).__name__})
             raise
 
-    def _run(self, caller: Caller, action: str, subject: str, operation: Callable[[dict[str, Any]], T],
+    def run_audited(self, caller: Caller, action: str, subject: str, operation: Callable[[dict[str, Any]], T],
              **detail: Any) -> T:
         with self._audited(caller, action, subject, detail) as extra:
             return operation(extra)
@@ -161,7 +161,7 @@ class TrustCenter:
                 detail[outcome] = sum(r.outcome == outcome for r in found)
             return found
 
-        return self._run(caller, "register", caller.system, run, records=len(records))
+        return self.run_audited(caller, "register", caller.system, run, records=len(records))
 
     def lookup(self, caller: Caller, source_ids: Sequence[str]) -> dict[str, Registration]:
         def run(detail: dict[str, Any]) -> dict[str, Registration]:
@@ -175,7 +175,7 @@ class TrustCenter:
             detail["found"] = len(found)
             return found
 
-        return self._run(caller, "lookup", caller.system, run, asked=len(source_ids))
+        return self.run_audited(caller, "lookup", caller.system, run, asked=len(source_ids))
 
     # ------------------------------------------------------------------ consent
     def record_consents(self, caller: Caller, consents: Sequence[dict[str, Any]]) -> int:
@@ -192,7 +192,7 @@ class TrustCenter:
                                 (consent["id"], pid, orjson.dumps(consent).decode(), datetime.now(UTC).isoformat()))
             return len(consents)
 
-        return self._run(caller, "record-consent", "-", run, consents=len(consents))
+        return self.run_audited(caller, "record-consent", "-", run, consents=len(consents))
 
     def _consents(self, pid: Pid) -> list[dict[str, Any]]:
         return [orjson.loads(text) for (text,) in self.db.rows("SELECT resource FROM consent WHERE pid = ?", (pid,))]
@@ -210,7 +210,7 @@ class TrustCenter:
 
         if purpose not in purposes():
             raise InputError(f"unknown purpose {purpose!r}; known: {', '.join(sorted(purposes()))}")
-        return self._run(caller, "may-use", pseudonym, run, purpose=purpose, data_date=data_date.isoformat())
+        return self.run_audited(caller, "may-use", pseudonym, run, purpose=purpose, data_date=data_date.isoformat())
 
     def withdrawals(self, caller: Caller, as_of: date | None = None) -> list[Withdrawal]:
         """Every person who withdrew consent by `as_of`, with the date from which data may not be used."""
@@ -224,7 +224,7 @@ class TrustCenter:
             detail["withdrawals"] = len(found)
             return sorted(found, key=lambda w: (w.since, w.pseudonym))
 
-        return self._run(caller, "withdrawals", "-", run)
+        return self.run_audited(caller, "withdrawals", "-", run)
 
     # ------------------------------------------------------------------ projects
     def add_project(self, caller: Caller, name: str, purpose: str) -> str:
@@ -242,7 +242,7 @@ class TrustCenter:
             detail["domain"] = domain
             return domain
 
-        return self._run(caller, "manage-projects", name, run, purpose=purpose)
+        return self.run_audited(caller, "manage-projects", name, run, purpose=purpose)
 
     def project_pseudonyms(self, caller: Caller, project: str, pseudonyms: Sequence[str]) -> dict[str, str]:
         """DIC pseudonym -> the person's pseudonym in `project` (a different one in every project)."""
@@ -259,7 +259,7 @@ class TrustCenter:
                 mapped[text] = pseudonym_of(self.db, self.keys, pid, domain)
             return mapped
 
-        return self._run(caller, "project-pseudonyms", project, run, pseudonyms=len(pseudonyms))
+        return self.run_audited(caller, "project-pseudonyms", project, run, pseudonyms=len(pseudonyms))
 
     # ------------------------------------------------------------------ the change feed
     def changes(self, caller: Caller, since: int = 0) -> list[Change]:
@@ -269,7 +269,7 @@ class TrustCenter:
             return [Change(seq, kind, pseudonym_of(self.db, self.keys, Pid(a)), pseudonym_of(self.db, self.keys, Pid(b)),
                            orjson.loads(records)) for seq, kind, a, b, records in rows]
 
-        return self._run(caller, "changes", "-", run, since=since)
+        return self.run_audited(caller, "changes", "-", run, since=since)
 
     # ------------------------------------------------------------------ staff only
     def review_items(self, caller: Caller, status: str = "open") -> list[dict[str, Any]]:
@@ -295,7 +295,7 @@ class TrustCenter:
             detail["items"] = len(items)
             return items
 
-        return self._run(caller, "review-list", status, run)
+        return self.run_audited(caller, "review-list", status, run)
 
     def resolve_review(self, caller: Caller, review_id: int, same: bool) -> Change | None:
         """Staff decide a possible match; the decision is remembered. Same person: a merge."""
@@ -318,7 +318,7 @@ class TrustCenter:
             pid = self.db.scalar("SELECT pid FROM source_record WHERE source = ? AND source_id = ?", (source, source_id))
             return self._merge(Pid(pid), Pid(candidate), caller)
 
-        return self._run(caller, "review-resolve", str(review_id), run, same=same)
+        return self.run_audited(caller, "review-resolve", str(review_id), run, same=same)
 
     def _merge(self, from_pid: Pid, into_pid: Pid, caller: Caller) -> Change | None:
         from_pid, into_pid = patient_list.current_pid(self.db, from_pid), patient_list.current_pid(self.db, into_pid)
@@ -335,7 +335,7 @@ class TrustCenter:
             target, _ = patient_list.pid_of_pseudonym(self.db, into_pseudonym)
             return self._merge(source, target, caller)
 
-        return self._run(caller, "merge", f"{from_pseudonym} -> {into_pseudonym}", run)
+        return self.run_audited(caller, "merge", f"{from_pseudonym} -> {into_pseudonym}", run)
 
     def split(self, caller: Caller, pseudonym: str, records: Sequence[str]) -> Change:
         def run(detail: dict[str, Any]) -> Change:
@@ -344,7 +344,7 @@ class TrustCenter:
             return Change(int(self.db.scalar("SELECT max(seq) FROM person_change")), "split", pseudonym,
                           pseudonym_of(self.db, self.keys, new), sorted(set(records)))
 
-        return self._run(caller, "split", pseudonym, run, records=len(records))
+        return self.run_audited(caller, "split", pseudonym, run, records=len(records))
 
     def reidentify(self, caller: Caller, pseudonym: str) -> dict[str, Any]:
         """Pseudonym -> PID -> the IDAT of every source record: staff only, always audited."""
@@ -357,7 +357,7 @@ class TrustCenter:
             detail["domain"] = domain
             return {"pid": pid, "pseudonym": pseudonym, "domain": domain, "records": records}
 
-        return self._run(caller, "reidentify", pseudonym, run)
+        return self.run_audited(caller, "reidentify", pseudonym, run)
 
     def verify_audit(self, caller: Caller) -> audit.Verification:
         require(caller, "audit-verify")  # verify before appending this call's own entry
@@ -372,4 +372,4 @@ class TrustCenter:
             detail["key_version"] = self.keys.current
             return self.keys.current
 
-        return self._run(caller, "rotate-key", "-", run)
+        return self.run_audited(caller, "rotate-key", "-", run)
