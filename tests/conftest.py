@@ -17,10 +17,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from dic.engines import Database, Engine, connect
+
+if TYPE_CHECKING:
+    from dic.trust.database import TrustDatabase
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -176,3 +180,20 @@ def dic(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         return CliResult(code, out, err)
 
     return run
+
+
+# ---------------------------------------------------------------- trust center: SQLite and PostgreSQL
+@pytest.fixture(params=["sqlite", "postgres"])
+def trust_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_database_url")
+    return str(tmp_path / "trust.sqlite")
+
+
+@pytest.fixture
+def trust_db(trust_db_url: str) -> Iterator[TrustDatabase]:
+    from dic.trust.database import TrustDatabase
+
+    db = TrustDatabase(trust_db_url)
+    yield db
+    db.close()

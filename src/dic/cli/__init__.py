@@ -5,6 +5,7 @@ from dic.cli import (  # noqa: F401  (registers commands)
     demo,
     repository_commands,
     synth_commands,
+    trust_commands,
     view_commands,
 )
 from dic.cli.app import app, run

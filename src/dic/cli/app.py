@@ -62,7 +62,8 @@ def run() -> None:
     except Exception as error:  # click usage errors arrive here in non-standalone mode
         import click
 
-        if isinstance(error, click.exceptions.ClickException):
+        # Typer >= 0.2x vendors its own click (typer._click): its usage errors are not click's classes
+        if isinstance(error, click.exceptions.ClickException | typer.TyperException) and hasattr(error, "show"):
             error.show()
             sys.exit(error.exit_code)
         if isinstance(error, click.exceptions.Exit):

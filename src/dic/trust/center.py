@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from dic.errors import AccessError, ConfigError, InputError
 from dic.trust import audit, patient_list
-from dic.trust.access import Caller, authenticate, issue_key, require
+from dic.trust.access import Caller, authenticate, issue_key, list_keys, require, revoke_key
 from dic.trust.consent import may_use, purposes, withdrawal_date
 from dic.trust.database import TrustDatabase
 from dic.trust.identity import Idat
@@ -359,8 +359,41 @@ class TrustCenter:
 
         return self.run_audited(caller, "reidentify", pseudonym, run)
 
+    def list_keys(self, caller: Caller) -> list[tuple]:
+        """(key_id, system, role, project, created_at, revoked_at) of every key ever issued."""
+
+        def run(detail: dict[str, Any]) -> list[tuple]:
+            found = list_keys(self.db)
+            detail["keys"] = len(found)
+            return found
+
+        return self.run_audited(caller, "manage-keys", "-", run)
+
+    def revoke_key(self, caller: Caller, key_id: str) -> bool:
+        """Revoke an API key at once (its next call is 401); False if there is no such active key."""
+
+        def run(detail: dict[str, Any]) -> bool:
+            detail["revoked"] = revoke_key(self.db, key_id)
+            return detail["revoked"]
+
+        return self.run_audited(caller, "manage-keys", key_id, run)
+
+    def audit_entries(self, caller: Caller, since: int = 0, limit: int = 1000) -> list[audit.AuditEntry]:
+        """The audit log after entry `since` (staff only; reading it is itself audited)."""
+
+        def run(detail: dict[str, Any]) -> list[audit.AuditEntry]:
+            found = audit.entries(self.db, since, limit)
+            detail["entries"] = len(found)
+            return found
+
+        return self.run_audited(caller, "audit-read", "-", run, since=since)
+
     def verify_audit(self, caller: Caller) -> audit.Verification:
-        require(caller, "audit-verify")  # verify before appending this call's own entry
+        try:
+            require(caller, "audit-verify")  # verify before appending this call's own entry
+        except AccessError:
+            audit.append(self.db, caller.system, caller.role, "audit-verify", "-", "denied", {})
+            raise
         result = audit.verify(self.db)
         audit.append(self.db, caller.system, caller.role, "audit-verify", "-", "allowed",
                      {"entries": result.entries, "intact": result.intact})

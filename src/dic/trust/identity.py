@@ -55,7 +55,7 @@ class Idat(BaseModel):
     @classmethod
     def _plausible_birth_date(cls, value: date | None) -> date | None:
         if value is not None and not date(1870, 1, 1) <= value <= date.today():
-            raise ValueError(f"birth date {value} is not between 1870-01-01 and today")
+            raise ValueError("birth date is not between 1870-01-01 and today")
         return value
 
     @field_validator("postal_code")
