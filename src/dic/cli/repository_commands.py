@@ -16,12 +16,12 @@ from rich.progress import (
 
 from dic.cli.app import app, settings
 from dic.cli.output import console, errors, print_json, print_rows
+from dic.cli.trust_link import apply_changes, load_through_trust, trust_link
 from dic.engines import Engine, parse_sql
 from dic.errors import InputError
 from dic.repository import (
     BatchReport,
     init_repository,
-    load_paths,
     open_repository,
     quarantine_list,
     quarantine_record,
@@ -42,9 +42,11 @@ RECONCILIATION = ["read", "loaded", "updated", "unchanged", "deleted", "quaranti
 def init(
     engine: Engine = typer.Option(Engine.duckdb, help="SQL engine of the repository."),
     url: str = typer.Option(None, help="Database URL (PostgreSQL) or Spark master URL; DuckDB defaults to a file."),
+    trust: str = typer.Option(None, help="Trust center: a folder (run in-process; default <repo>-trust) or the "
+                                         "URL of 'dic trust serve'."),
 ) -> None:
     """Create a repository (a DuckDB file by default)."""
-    config = init_repository(settings.repo, engine, url)
+    config = init_repository(settings.repo, engine, url, trust)
     if settings.json:
         print_json({"repo": str(settings.repo.resolve()), "engine": config.engine.value, "url": config.url})
     else:
@@ -66,8 +68,11 @@ def load(
     resource_type: list[str] = typer.Option(None, "--type", help="With --bulk-export: resource types (_type)."),
     since: str = typer.Option(None, help="With --bulk-export: only resources changed since (_since)."),
     download_dir: Path = typer.Option(None, help="With --bulk-export: where downloads go (resumable)."),
+    source_system: str = typer.Option("fhir", "--source-system",
+                                      help="The sending system, e.g. his@site-a (scopes its patient ids)."),
 ) -> None:
-    """Load FHIR data, one transactional batch per file. Bad records go to quarantine; the load goes on."""
+    """Load FHIR data, one transactional batch per file. Patients are registered with the trust center
+    and stored under their pseudonym, identifying data removed. Bad records go to quarantine."""
     db = open_repository(settings.repo)
     try:
         if bulk_export:
@@ -81,16 +86,20 @@ def load(
             task = progress.add_task("loading", total=len(files), records=0)
             done = {"records": 0}
 
-            def advance(path: Path, n: int) -> None:
+            def advance(path: Path, n: int | None) -> None:
+                if n is None:
+                    progress.advance(task)
+                    return
                 done["records"] += n
                 progress.update(task, description=path.name, records=done["records"])
 
-            reports = []
-            for path in files:
-                reports.extend(load_paths(db, [path], advance))
-                progress.advance(task)
+            with trust_link(settings.repo, source_system) as link:
+                reports = load_through_trust(db, settings.repo, link, files, source_system, advance)
+                applied = apply_changes(db, settings.repo, link)
     finally:
         db.close()
+    if applied and not settings.json:
+        console.print(f"applied {applied} merge/split(s) of the trust center to the stored data")
     if settings.json:
         print_json([r.as_dict() for r in reports])
     else:

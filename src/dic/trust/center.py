@@ -388,6 +388,17 @@ class TrustCenter:
 
         return self.run_audited(caller, "audit-read", "-", run, since=since)
 
+    def assignments(self, caller: Caller) -> list[tuple[str, str, str]]:
+        """(source, source id, current PID) of every source record: for staff measuring the linkage."""
+
+        def run(detail: dict[str, Any]) -> list[tuple[str, str, str]]:
+            rows = self.db.rows("SELECT source, source_id, pid FROM source_record ORDER BY source, source_id")
+            found = [(s, i, patient_list.current_pid(self.db, pid)) for s, i, pid in rows]
+            detail["records"] = len(found)
+            return found
+
+        return self.run_audited(caller, "assignments", "-", run)
+
     def verify_audit(self, caller: Caller) -> audit.Verification:
         try:
             require(caller, "audit-verify")  # verify before appending this call's own entry

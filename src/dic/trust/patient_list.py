@@ -28,7 +28,8 @@ from dic.trust.linkage import LinkageModel, blocking_keys, link_batch, score_can
 from dic.trust.pseudonym import Pid, Pseudonym, derive_pseudonym, normalize_pseudonym
 from dic.trust.registry import Outcome, Registration
 
-BATCH_FROM = 2_000  # from this many new records in one call, link them in one batch run
+BATCH_FROM = 500  # from this many new records in one call, link them in one batch run
+TRAIN_FROM = 20_000  # a batch run this large also re-trains the model (EM on fewer records is noisy)
 DIC_DOMAIN = "DIC"
 RECORD_DOMAIN = "REC"
 
@@ -94,7 +95,7 @@ def record_pseudonym(keys: KeyRing, source: str, source_id: str) -> str:
 def register(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: Thresholds, source: str,
              records: Sequence[tuple[str, Idat]]) -> tuple[list[Registration], LinkageModel | None]:
     """Register source records: one after the other (a later one sees the earlier ones), or, from
-    BATCH_FROM new records on, in one batch run that also trains the model (returned if it did)."""
+    BATCH_FROM new records on, in one batch run (which re-trains the model from TRAIN_FROM records; returned then)."""
     with db.write():
         known = {row[0] for row in _known_ids(db, source, [source_id for source_id, _ in records])}
         fresh = [(source_id, idat) for source_id, idat in records if source_id not in known]
@@ -124,7 +125,8 @@ def _register_batch(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thres
     existing = _records_sharing_keys(db, fresh.values())
     rows = [{"record_id": f"new\x1f{source_id}", **n} for source_id, n in fresh.items()]
     rows += [{"record_id": f"old\x1f{pid}\x1f{i}", **n} for i, (pid, n) in enumerate(existing)]
-    linked = link_batch(pa.Table.from_pylist(rows), model, match=thresholds.match, review=thresholds.review)
+    linked = link_batch(pa.Table.from_pylist(rows), model, match=thresholds.match, review=thresholds.review,
+                        train_model=len(rows) >= TRAIN_FROM)
     person_of_cluster: dict[int, Pid] = {}
     for record_id, cluster in linked.clusters.items():
         if record_id.startswith("old\x1f"):
@@ -159,7 +161,7 @@ def _register_batch(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thres
                for s in fresh}
     for source_id in known:
         results[source_id] = _register_one(db, keys, model, thresholds, source, source_id, latest[source_id])
-    return [results[source_id] for source_id, _ in records], linked.model
+    return [results[source_id] for source_id, _ in records], linked.model if len(rows) >= TRAIN_FROM else None
 
 
 def _records_sharing_keys(db: TrustDatabase, normalized: Iterable[dict[str, Any]]) -> list[tuple[Pid, dict[str, Any]]]:

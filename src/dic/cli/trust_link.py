@@ -1,0 +1,116 @@
+"""How the DIC's commands reach the trust center named in the repository's settings.
+
+The embedded set-up (a folder) runs the trust center in-process, with its own database and key
+file in that folder; a URL reaches `dic trust serve` with the API keys in DIC_TRUST_SOURCE_KEY
+(a source system's key, for loads) and DIC_TRUST_DIC_KEY (the DIC's key, for consent and the
+change feed). Either way the loaders talk to the same `PatientRegistry` interface.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from dic.engines import Database
+from dic.errors import ConfigError
+from dic.repository import (
+    BatchReport,
+    Move,
+    load_records,
+    merge_patients,
+    read_config,
+    reattribute,
+    resource_key,
+)
+from dic.sources import Entry, Rejection, find_fhir_files
+
+FEED_STATE = "trust-feed.json"  # in the repository folder: the last change of the trust center applied
+CONSENT_CHUNK = 500
+
+
+@dataclass
+class TrustLink:
+    registry: Any  # PatientRegistry of the loading source system
+    dic: Any  # the DIC's own client: consents, change feed
+
+    def forward_consents(self, records: Iterable[Entry | Rejection]) -> Iterator[Entry | Rejection]:
+        """Pass records through; Consents (already pseudonymized) also go to the trust center,
+        which answers consent checks (`may_use`)."""
+        pending: list[dict[str, Any]] = []
+        for record in records:
+            if isinstance(record, Entry) and record.resource_type == "Consent" and record.content:
+                pending.append(orjson.loads(record.content))
+                if len(pending) >= CONSENT_CHUNK:
+                    self.dic.record_consents(pending)
+                    pending = []
+            yield record
+        if pending:
+            self.dic.record_consents(pending)
+
+
+@contextmanager
+def trust_link(repo: Path, source_system: str) -> Iterator[TrustLink]:
+    where = read_config(repo).trust
+    if where and where.startswith(("http://", "https://")):
+        from dic.trust import HttpTrust
+
+        keys = {name: os.environ.get(name) for name in ("DIC_TRUST_SOURCE_KEY", "DIC_TRUST_DIC_KEY")}
+        if not all(keys.values()):
+            raise ConfigError(f"the trust center at {where} needs DIC_TRUST_SOURCE_KEY and DIC_TRUST_DIC_KEY")
+        registry, dic = HttpTrust(where, keys["DIC_TRUST_SOURCE_KEY"]), HttpTrust(where, keys["DIC_TRUST_DIC_KEY"])
+        try:
+            yield TrustLink(registry, dic)
+        finally:
+            registry.close()
+            dic.close()
+        return
+    from dic.trust import Caller, LocalTrust, TrustCenter
+
+    center = TrustCenter.open(Path(where))
+    try:
+        yield TrustLink(LocalTrust(center, Caller(source_system, "source")), LocalTrust(center, Caller("dic", "dic")))
+    finally:
+        center.close()
+
+
+def apply_changes(db: Database, repo: Path, link: TrustLink) -> int:
+    """Re-attribute stored data after merges and splits at the trust center; the number applied."""
+    state = repo / FEED_STATE
+    since = orjson.loads(state.read_bytes())["applied"] if state.exists() else 0
+    changes = link.dic.changes(since)
+    if not changes:
+        return 0
+    moves = []
+    for change in changes:
+        if change.kind == "merge":
+            moves.append(Move(None, change.from_pseudonym, change.to_pseudonym))
+        else:
+            moves.extend(Move(record, change.from_pseudonym, change.to_pseudonym) for record in change.records)
+    reattribute(db, moves)
+    state.write_bytes(orjson.dumps({"applied": changes[-1].seq}))
+    return len(changes)
+
+
+def load_through_trust(db: Database, repo: Path, link: TrustLink, paths: Iterable[Path], source_system: str,
+                       progress: Any = None) -> list[BatchReport]:
+    """Load FHIR files of one source system, Patient files first, pseudonymized through the trust
+    center (one batch per file); `progress(path, records)` after each chunk, `progress(path, None)`
+    after each file."""
+    from dic.trust import patients_first, read_pseudonymized
+
+    key = resource_key(repo)
+    reports = []
+    for path in patients_first(find_fhir_files(paths)):
+        records = link.forward_consents(read_pseudonymized(path, link.registry, key, source_system=source_system))
+        records = merge_patients(db, records)  # a person known to several source systems: one Patient
+        step = (lambda n, p=path: progress(p, n)) if progress else None
+        reports.append(load_records(db, str(path), records, step))
+        if progress:
+            progress(path, None)
+    return reports
