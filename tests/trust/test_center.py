@@ -69,8 +69,6 @@ def test_spelling_variants_from_other_sources_are_the_same_person(center: TrustC
     assert count(center, "SELECT count(DISTINCT pid) FROM source_record") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="DEFAULT_MODEL links a son to his father: same name and address, birth "
-                   "dates 29 years apart, different KVNRs score p=0.9998 (reported to the linkage work)")
 def test_father_and_son_at_one_address_are_two_persons(center: TrustCenter) -> None:
     father = register_one(center, HIS, "h-1", JUERGEN)
     son = register_one(center, HIS, "h-2", {**JUERGEN, "birth_date": "1990-09-30", "insurance_number": "A555555555"})

@@ -24,7 +24,7 @@ from dic.errors import InputError
 from dic.trust.database import TrustDatabase
 from dic.trust.identity import Idat, normalize
 from dic.trust.keys import KeyRing
-from dic.trust.linkage import LinkageModel, blocking_keys, link_batch, score_candidates
+from dic.trust.linkage import LinkageModel, blocking_keys, link_batch, score_pairs
 from dic.trust.pseudonym import Pid, Pseudonym, derive_pseudonym, normalize_pseudonym
 from dic.trust.registry import Outcome, Registration
 
@@ -101,7 +101,7 @@ def register(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: 
         fresh = [(source_id, idat) for source_id, idat in records if source_id not in known]
         if len({source_id for source_id, _ in fresh}) >= BATCH_FROM:
             return _register_batch(db, keys, model, thresholds, source, records, known)
-        return [_register_one(db, keys, model, thresholds, source, s, i) for s, i in records], None
+        return _register_each(db, keys, model, thresholds, source, records), None
 
 
 def _known_ids(db: TrustDatabase, source: str, source_ids: Sequence[str]) -> list[tuple]:
@@ -160,7 +160,8 @@ def _register_batch(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thres
     results = {s: Registration(pseudonym_of(db, keys, pid_of[s]), record_pseudonym(keys, source, s), outcomes[s])
                for s in fresh}
     for source_id in known:
-        results[source_id] = _register_one(db, keys, model, thresholds, source, source_id, latest[source_id])
+        results[source_id] = _register_one(db, keys, thresholds, source, source_id, latest[source_id],
+                                           normalize(latest[source_id]), [])
     return [results[source_id] for source_id, _ in records], linked.model if len(rows) >= TRAIN_FROM else None
 
 
@@ -203,9 +204,40 @@ def _review_possible_matches(db: TrustDatabase, linked: Any, pid_of: dict[str, P
             outcomes[source_id] = "possible-match"
 
 
-def _register_one(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: Thresholds,
-                  source: str, source_id: str, idat: Idat) -> Registration:
-    normalized = normalize(idat)
+def _register_each(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: Thresholds, source: str,
+                   records: Sequence[tuple[str, Idat]]) -> list[Registration]:
+    """Register records one after the other, a later one seeing the earlier ones. The pairs to
+    score (each record against the stored records and the earlier records of this call that share
+    a blocking key) are scored in ONE call first: the engine's cost is per call (~50 ms), not per
+    pair, so scoring record by record would cost 50 ms a record."""
+    normalized = [normalize(idat) for _, idat in records]
+    left, right, owners = [], [], []  # owners: (record index, stored PID or index of an earlier record)
+    earlier_by_key: dict[str, list[int]] = {}
+    for i, n in enumerate(normalized):
+        for pid, candidate in candidate_records(db, n):
+            left.append(n), right.append(candidate), owners.append((i, pid))
+        record_keys = set(blocking_keys(n))
+        for j in sorted({j for key in record_keys for j in earlier_by_key.get(key, ())}):
+            left.append(n), right.append(normalized[j]), owners.append((i, j))
+        for key in record_keys:
+            earlier_by_key.setdefault(key, []).append(i)
+    scored: dict[int, list[tuple[Pid | int, float]]] = {}
+    for (i, owner), probability in zip(owners, score_pairs(model, left, right) if left else [], strict=True):
+        scored.setdefault(i, []).append((owner, float(probability)))
+    results: list[Registration] = []
+    for i, (source_id, idat) in enumerate(records):
+        candidates = [(owner if isinstance(owner, str) else current_pid(db, _pid_of(db, source, records[owner][0])), p)
+                      for owner, p in scored.get(i, [])]
+        results.append(_register_one(db, keys, thresholds, source, source_id, idat, normalized[i], candidates))
+    return results
+
+
+def _pid_of(db: TrustDatabase, source: str, source_id: str) -> Pid:
+    return Pid(db.scalar("SELECT pid FROM source_record WHERE source = ? AND source_id = ?", (source, source_id)))
+
+
+def _register_one(db: TrustDatabase, keys: KeyRing, thresholds: Thresholds, source: str, source_id: str,
+                  idat: Idat, normalized: dict[str, Any], candidates: list[tuple[Pid, float]]) -> Registration:
     idat_text = idat.model_dump_json(exclude_none=True)
     known = db.row("SELECT pid, record_pseudonym, idat FROM source_record WHERE source = ? AND source_id = ?",
                    (source, source_id))
@@ -216,7 +248,7 @@ def _register_one(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresho
                        (idat_text, orjson.dumps(normalized).decode(), _now(), source, source_id))
             _store_keys(db, source, source_id, normalized, replace=True)
         return Registration(pseudonym_of(db, keys, current_pid(db, pid)), record, "known")
-    pid, outcome, candidate = _link(db, model, thresholds, source, source_id, normalized)
+    pid, outcome, candidate = _link(db, thresholds, source, source_id, candidates)
     record = record_pseudonym(keys, source, source_id)
     now = _now()
     db.execute("INSERT INTO source_record (source, source_id, pid, record_pseudonym, idat, normalized, registered_at, "
@@ -235,21 +267,18 @@ def _store_keys(db: TrustDatabase, source: str, source_id: str, normalized: dict
                    [(key, source, source_id) for key in dict.fromkeys(blocking_keys(normalized))])
 
 
-def _link(db: TrustDatabase, model: LinkageModel, thresholds: Thresholds, source: str, source_id: str,
-          normalized: dict[str, Any]) -> tuple[Pid, Outcome, tuple[Pid, float] | None]:
-    """(PID, outcome, review candidate) for a new record."""
+def _link(db: TrustDatabase, thresholds: Thresholds, source: str, source_id: str,
+          candidates: list[tuple[Pid, float]]) -> tuple[Pid, Outcome, tuple[Pid, float] | None]:
+    """(PID, outcome, review candidate) for a new record, from its scored candidates."""
     decisions = {current_pid(db, pid): bool(same) for pid, same in db.rows(
         "SELECT pid, same FROM link_decision WHERE source = ? AND source_id = ?", (source, source_id))}
     for pid, same in decisions.items():
         if same:
             return pid, "match", None
     best: dict[Pid, float] = {}
-    candidates = candidate_records(db, normalized)
-    if candidates:
-        scores = score_candidates(model, normalized, [c[1] for c in candidates])
-        for (pid, _), probability in zip(candidates, scores, strict=True):
-            if decisions.get(pid, True):  # staff said "not this person": never again
-                best[pid] = max(best.get(pid, 0.0), float(probability))
+    for pid, probability in candidates:
+        if decisions.get(pid, True):  # staff said "not this person": never again
+            best[pid] = max(best.get(pid, 0.0), probability)
     if best:
         pid, probability = max(best.items(), key=lambda item: item[1])
         if probability >= thresholds.match:
