@@ -7,9 +7,10 @@ one source record (its pseudonym in the REC domain, which the FHIR pseudonymizer
 resource as a `meta.tag` of system `SOURCE_RECORD_TAG`) to another pseudonym. The references of
 every affected resource are rewritten and stored as a new version through `load_records`, so
 `resource_history` keeps every old version and `load_batch` the reattribution itself; the
-moved-from Patient becomes a tombstone once nothing is left under it; a Patient for the target is
-made from the newest stored version of the record's Patient when there is none. All moves are
-one batch (one transaction), and running the same moves again changes nothing.
+moved-from Patient becomes a tombstone once nothing is left under it, and the record tags of both
+Patients follow the records (a Patient lists every source record of its person, see `patients.py`);
+a Patient for the target is made from the newest stored version of the record's Patient when there
+is none. All moves are one batch (one transaction), and running the same moves again changes nothing.
 
 The affected resources are read before the batch's transaction opens: a load running at the same
 time that stores new references to the moved-from pseudonym keeps them (the trust center answers
@@ -91,9 +92,18 @@ class _Workspace:
             move.record is None or move.record in record_tags(origin.resource))
         if moved or origin_moves:
             self._ensure_patient(move)
-        if origin is not None and origin.resource is not None and not remaining and (
-                move.record is None or record_tags(origin.resource) <= {move.record}):
+        if origin is None or origin.resource is None:
+            return
+        moving = record_tags(origin.resource) if move.record is None else {move.record} & record_tags(origin.resource)
+        target = self._get(("Patient", move.to_pseudonym))
+        if moving and target is not None and target.resource is not None and not moving <= record_tags(target.resource):
+            _set_record_tags(target.resource, record_tags(target.resource) | moving)  # the records it now holds
+            target.changed = True
+        if not remaining and (move.record is None or record_tags(origin.resource) <= {move.record}):
             origin.resource, origin.changed = None, True  # nothing left under it: a tombstone
+        elif moving:
+            _set_record_tags(origin.resource, record_tags(origin.resource) - moving)
+            origin.changed = True
 
     def entries(self) -> Iterator[Entry]:
         for (resource_type, id), item in sorted(self.stored.items()):
@@ -152,16 +162,19 @@ class _Workspace:
     def _newest_patient_version(self, move: Move) -> _Stored | None:
         ids = exp.In(this=column("id"), expressions=[exp.Literal.string(move.to_pseudonym),
                                                       exp.Literal.string(move.from_pseudonym)])
-        query = (exp.select(column("source"), column("position"), column("content"))
+        query = (exp.select(column("source"), column("position"), column("content"), column("id"))
                  .from_(table("resource_history"))
                  .where(exp.and_(column("resource_type").eq(exp.Literal.string("Patient")), ids,
                                  exp.not_(column("deleted"))))
                  .order_by(exp.Ordered(this=column("batch_id"), desc=True),
                            exp.Ordered(this=column("version_id"), desc=True)))
-        for source, position, content in self.db.fetch(query, "find the record's Patient").rows:
-            resource = _parsed(content)
-            if move.record is None or move.record in record_tags(resource):
-                return _Stored(resource, source, position)
+        rows = self.db.fetch(query, "find the record's Patient").rows
+        # the target's own former version first (a split undoing a merge), then the moved-from Patient's
+        for id in (move.to_pseudonym, move.from_pseudonym):
+            for source, position, content, version_of in rows:
+                resource = _parsed(content)
+                if version_of == id and (move.record is None or move.record in record_tags(resource)):
+                    return _Stored(resource, source, position)
         return None
 
 

@@ -17,11 +17,11 @@ carries that patient's record tag too.
 Nothing identifying reaches the quarantine either: a rejected record's raw text is stored after the
 same treatment (IDAT removed, ids replaced), or not at all if it cannot be parsed.
 
-Cost (synth HIS export, 63,545 resources, 2 cores; script in the helper's report): reading alone
-~22k resources/s; pseudonymizing a second parse of every Entry fell to 3k/s, so `read_fhir` hands
-the parsed resource over (`prepare=SourceResource`) and the Reference search is iterative.
-Patients are registered per window of records, not one by one (a round trip each would dominate);
-a per-resource hook alone could not batch, hence a window over the hooked stream.
+Cost (synth HIS export, 63,545 resources, DuckDB, 2 cores shared with other jobs, so +-30%):
+reading alone ~35k resources/s; read and pseudonymize ~6.4k/s (5.0k/s when every Entry was parsed
+a second time, hence `read_fhir(prepare=SourceResource)`); a whole load 4.1-3.8k/s pseudonymized
+against 8.4-4.9k/s plain. Patients are registered per window of records, not one by one (a round
+trip each would dominate), which a per-resource hook alone could not do.
 """
 
 from __future__ import annotations
@@ -291,9 +291,9 @@ def _reference_elements() -> tuple[dict[str, dict[str, str]], dict[str, frozense
     """Per type path (a resource or data type name, or a backbone element's path): the elements that
     are or may hold a Reference, with their own type path; and all its element names.
 
-    Read from the R4 tables fhirpathpy ships (as `dic.fhir.check_resource` does). Searching only
-    these elements is what makes the search cheap: measured on synth Observations and Encounters,
-    37 us a resource to look at every object, ~5 us along the model.
+    Read from the R4 tables fhirpathpy ships (as `dic.fhir.check_resource` does). Looking at every
+    object of a synth Observation or Encounter took 37 us; along the model only the few elements that
+    can hold a Reference are visited (the codings, quantities and periods are not).
     """
     root = files("fhirpathpy") / "models" / "r4"
     children: dict[str, dict[str, str]] = {}
