@@ -10,7 +10,10 @@ from bulk_export_server import BulkExportServer, ExportBehaviour
 
 from conftest import CliResult
 
-PATIENTS = [{"resourceType": "Patient", "id": f"p{i}", "gender": "female"} for i in range(3)]
+# Patients with enough identifying data for the trust center to register them (three different persons)
+PATIENTS = [{"resourceType": "Patient", "id": f"p{i}", "gender": "female", "birthDate": f"19{50 + 13 * i}-0{i + 1}-1{i}",
+             "name": [{"family": family, "given": [given]}]}
+            for i, (given, family) in enumerate([("Anna", "Becker"), ("Irmgard", "Yilmaz"), ("Lotte", "Quast")])]
 OBSERVATIONS = [{"resourceType": "Observation", "id": f"o{i}", "status": "final", "code": {"text": "Hb"},
                  "subject": {"reference": f"Patient/p{i % 3}"}} for i in range(5)]
 
