@@ -312,7 +312,8 @@ def main() -> None:
     parser.add_argument("--datasets", default="febrl4,synth", help="febrl4, synth (comma-separated)")
     parser.add_argument("--records", type=int, default=1_000_000, help="records of the synth data set")
     parser.add_argument("--quick", action="store_true", help="synth with 50,000 records")
-    parser.add_argument("--tools", default="dic,recordlinkage,splink")
+    parser.add_argument("--tools", default="dic,recordlinkage,splink,bloom",
+                        help="bloom: Bloom-filter encodings (bench/bloom_linkage.py) on febrl4, with clear text")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per tool and data set")
     parser.add_argument("--latency", action="store_true", help="only the one-record latency, ours and Splink's")
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -331,6 +332,12 @@ def main() -> None:
         if dataset == "synth":
             synth_records(records)  # generate outside the measured children
         for tool in args.tools.split(","):
+            if tool == "bloom":
+                if dataset == "febrl4":  # its own script: encodings and the clear-text reference, same run
+                    lines = subprocess.run([sys.executable, str(Path(__file__).with_name("bloom_linkage.py"))],
+                                           check=True, capture_output=True, text=True).stdout.splitlines()
+                    print("\n".join(line for line in lines[1:] if not line.startswith("#")), flush=True)
+                continue
             print(measure(tool, name if dataset == "febrl4" else "synth", records, args.timeout).replace(
                 " synth ", f" {name} ", 1), flush=True)
 
