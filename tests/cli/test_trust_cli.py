@@ -233,3 +233,33 @@ def test_serve_answers_over_http(dic: Dic, trust: dict, tmp_path: Path) -> None:
         log.close()
     served = (tmp_path / "serve.log").read_text()
     assert "POST /v1/patients" in served and "MUELLER" not in served and "1961-04-12" not in served
+
+
+def test_cross_site_linkage_from_the_command_line(tmp_path: Path, dic: Dic) -> None:
+    """Two sites' trust centers, a shared secret, a linkage unit: each site learns which of its
+    persons the other site has, under a pair number both share, and nothing else."""
+    people = {"a": [("a-1", JUERGEN), ("a-2", ANNA)],
+              "b": [("b-1", {**JUERGEN, "street": "Hauptstr. 5"}),  # Jürgen at site B too
+                    ("b-2", {"given_names": "Ida", "family_name": "Quast", "birth_date": "1944-02-02", "sex": "female"})]}
+    pseudonyms = {}
+    for side, records in people.items():
+        center = TrustCenter.open(tmp_path / f"trust-{side}")
+        try:
+            pseudonyms[side] = [r.pseudonym for r in center.register(Caller(f"his@site-{side}", "source"), records)]
+        finally:
+            center.close()
+    secret = tmp_path / "shared.secret"
+    dic("trust", "linkage-secret", str(secret))
+    for side in "ab":
+        dic("--json", "trust", "--trust", str(tmp_path / f"trust-{side}"), "export-encodings", "--secret", str(secret),
+            "--out", str(tmp_path / f"{side}.parquet"))
+    linked = orjson.loads(dic("--json", "trust", "link-exports", str(tmp_path / "a.parquet"),
+                              str(tmp_path / "b.parquet"), "--out", str(tmp_path / "links.csv")).stdout)
+    assert linked["pairs"] == 1
+    answers = {side: orjson.loads(dic("--json", "trust", "--trust", str(tmp_path / f"trust-{side}"), "resolve-links",
+                                      str(tmp_path / "links.csv"), "--side", side).stdout) for side in "ab"}
+    assert [row["pseudonym"] for row in answers["a"]] == [pseudonyms["a"][0]]
+    assert [row["pseudonym"] for row in answers["b"]] == [pseudonyms["b"][0]]
+    assert answers["a"][0]["pair"] == answers["b"][0]["pair"]
+    exported = (tmp_path / "a.parquet").read_bytes()
+    assert b"M\xc3\xbcller" not in exported and b"Anna" not in exported and pseudonyms["a"][0].encode() not in exported

@@ -281,3 +281,66 @@ def audit_show(
     columns = ["seq", "at", "actor", "role", "action", "subject", "outcome", "detail"]
     rows = [[getattr(e, c) for c in columns] for e in entries]
     print_rows(columns, rows, fmt="json" if settings.json else "table", title="Audit log")
+
+
+# ---------------------------------------------------------------- cross-site linkage without IDAT
+@trust_app.command("linkage-secret")
+def linkage_secret(path: Path = typer.Argument(..., help="New file for the secret (mode 0600).")) -> None:
+    """Create the secret the sites' trust centers share for Bloom-filter encodings (32 random bytes)."""
+    from dic.trust import create_linkage_secret
+
+    created = create_linkage_secret(path)
+    if settings.json:
+        print_json({"secret": str(created)})
+    else:
+        console.print(f"wrote {created}; hand it to the other sites' trust centers only", highlight=False)
+
+
+@trust_app.command("export-encodings")
+def export_encodings_command(
+    secret: Path = typer.Option(..., "--secret", help="The shared secret file."),
+    out: Path = typer.Option(..., "--out", help="The export to write (Parquet): linkage ids and encodings only."),
+) -> None:
+    """Encode this site's persons (Bloom filters, fresh random linkage ids) for a linkage unit."""
+    from dic.trust import export_encodings
+
+    with _center() as center:
+        summary = export_encodings(center, _staff(), secret, out)
+    if settings.json:
+        print_json({"export_id": summary.export_id, "persons": summary.persons, "path": str(summary.path)})
+    else:
+        console.print(f"export {summary.export_id}: {summary.persons} persons in {summary.path}", highlight=False)
+
+
+@trust_app.command("link-exports")
+def link_exports_command(
+    export_a: Path = typer.Argument(..., help="Site A's export."),
+    export_b: Path = typer.Argument(..., help="Site B's export."),
+    out: Path = typer.Option(..., "--out", help="The answer (CSV: pair, linkage_id_a, linkage_id_b, similarity)."),
+    threshold: float = typer.Option(None, help="Dice similarity from which two encodings are one person."),
+) -> None:
+    """The linkage unit's step: link two sites' exports (no trust center, no IDAT involved)."""
+    from dic.trust import link_exports
+
+    summary = link_exports(export_a, export_b, out, threshold)
+    if settings.json:
+        print_json({"pairs": summary.pairs, "threshold": summary.threshold, "path": str(summary.path)})
+    else:
+        console.print(f"{summary.pairs} persons at both sites (Dice >= {summary.threshold}) -> {summary.path}",
+                      highlight=False)
+
+
+@trust_app.command("resolve-links")
+def resolve_links_command(
+    links: Path = typer.Argument(..., help="The linkage unit's answer."),
+    side: str = typer.Option(..., "--side", help="a or b: which export of the answer is this site's."),
+) -> None:
+    """This site's persons that the other site has too, with the pair numbers both sites share."""
+    from dic.trust import resolve_links
+
+    if side not in ("a", "b"):
+        raise InputError("--side must be a or b")
+    with _center() as center:
+        shared = resolve_links(center, _staff(), links, side)  # type: ignore[arg-type]
+    print_rows(["pseudonym", "pair", "similarity"], [[s.pseudonym, s.pair, round(s.similarity, 4)] for s in shared],
+               fmt="json" if settings.json else "table", title="Persons also at the other site")
