@@ -206,3 +206,49 @@ def sql(
     finally:
         db.close()
     print_rows(result.columns, result.rows, "json" if settings.json else fmt)
+
+
+@app.command()
+def sync() -> None:
+    """Apply the trust center's merges and splits to the stored data (also done after each load)."""
+    db = open_repository(settings.repo)
+    try:
+        with trust_link(settings.repo, "dic") as link:
+            applied = apply_changes(db, settings.repo, link)
+    finally:
+        db.close()
+    if settings.json:
+        print_json({"applied": applied})
+    else:
+        console.print(f"applied {applied} merge/split(s) of the trust center to the stored data", highlight=False)
+
+
+@app.command()
+def withdrawals(
+    as_of: str = typer.Option(None, "--as-of", help="Withdrawals in force on this date (YYYY-MM-DD); default today."),
+    ids: bool = typer.Option(False, "--ids", help="List every stored resource, not only the counts."),
+) -> None:
+    """Persons who withdrew consent (from the trust center) and the stored data about them to delete."""
+    from datetime import date
+
+    from dic.repository import resources_about
+
+    try:
+        day = date.fromisoformat(as_of) if as_of else None
+    except ValueError as error:
+        raise InputError(f"--as-of must be a date YYYY-MM-DD (got {as_of!r})") from error
+    db = open_repository(settings.repo, read_only=True)
+    try:
+        with trust_link(settings.repo, "dic") as link:
+            found = link.dic.withdrawals(day)
+        stored = resources_about(db, [w.pseudonym for w in found])
+    finally:
+        db.close()
+    if ids:
+        rows = [[w.pseudonym, w.since, f"{t}/{i}"] for w in found for t, i in stored[w.pseudonym]]
+        print_rows(["pseudonym", "since", "resource"], rows, fmt="json" if settings.json else "table",
+                   title="Stored data of persons who withdrew consent")
+    else:
+        rows = [[w.pseudonym, w.since, len(stored[w.pseudonym])] for w in found]
+        print_rows(["pseudonym", "since", "resources"], rows, fmt="json" if settings.json else "table",
+                   title="Consent withdrawals and the stored data to delete")

@@ -1,7 +1,7 @@
 """The repository: raw FHIR resources with provenance and history, quarantine, load batches."""
 
 from dic.repository.load import BatchReport, drop_schema, ensure_schema, load_paths, load_records
-from dic.repository.patients import merge_patient, merge_patients
+from dic.repository.patients import merge_patient, merge_patients, resources_about
 from dic.repository.reattribute import SOURCE_RECORD_TAG, Move, reattribute, record_tags
 from dic.repository.status import (
     quarantine_list,
@@ -41,5 +41,6 @@ __all__ = [
     "record_tags",
     "resource_counts",
     "resource_key",
+    "resources_about",
     "user_views_folder",
 ]

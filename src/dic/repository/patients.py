@@ -71,3 +71,22 @@ def merge_patient(stored: dict[str, Any], arriving: dict[str, Any]) -> dict[str,
     meta["tag"] = others + [{"system": SOURCE_RECORD_TAG, "code": code} for code in tags]
     merged["meta"] = meta
     return merged
+
+
+def resources_about(db: Database, pseudonyms: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """(resource type, id) of every stored resource about each person (their Patient and every
+    resource that references it): what a consent withdrawal obliges the DIC to delete."""
+    found: dict[str, list[tuple[str, str]]] = {p: [] for p in pseudonyms}
+    for start in range(0, len(pseudonyms), 100):
+        chunk = pseudonyms[start:start + 100]
+        text = exp.Cast(this=column("content"), to=exp.DataType.build("text"))
+        about = exp.or_(*[exp.Like(this=text, expression=exp.Literal.string(f'%"Patient/{p}"%')) for p in chunk],
+                        *[exp.and_(column("resource_type").eq(exp.Literal.string("Patient")),
+                                   column("id").eq(exp.Literal.string(p))) for p in chunk])
+        query = (exp.select(column("resource_type"), column("id"), text.as_("content")).from_(table("resource"))
+                 .where(exp.and_(exp.not_(column("deleted")), about)).order_by(column("resource_type"), column("id")))
+        for resource_type, id, content in db.fetch(query, "resources about persons").rows:
+            for p in chunk:
+                if (resource_type == "Patient" and id == p) or f'"Patient/{p}"' in content:
+                    found[p].append((resource_type, id))
+    return found
