@@ -139,3 +139,22 @@ def test_em_recovers_m_and_prior_from_simulated_patterns() -> None:
     assert prior == pytest.approx(true_prior, abs=0.005)
     for found, expected in zip(m, true_m, strict=True):
         assert np.allclose(found[1:], expected[1:], atol=0.01), (found, expected)
+
+
+def test_a_session_with_more_pairs_than_allowed_is_sampled_reproducibly(febrl) -> None:
+    """Past `session_pairs` a session's pairs are a reservoir sample (the 1M-record path)."""
+    from dic.trust.linkage.training import load_training, session_patterns
+    from dic.trust.linkage.workspace import Workspace
+
+    table, _ = febrl
+    small = load_training().model_copy(update={"session_pairs": 500})
+    workspace = Workspace(table, link_only=True)
+    try:
+        session = small.sessions[0]
+        first = session_patterns(workspace, session, small, seed=3)
+        again = session_patterns(workspace, session, small, seed=3)
+    finally:
+        workspace.close()
+    levels, counts, n_pairs = first
+    assert n_pairs > 500 and counts.sum() == 500  # all pairs counted, 500 of them kept
+    assert (again[1] == counts).all() and (again[0] == levels).all()

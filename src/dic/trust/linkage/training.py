@@ -184,9 +184,11 @@ def session_patterns(workspace: Workspace, session: Session, training: Training,
     con.execute("CREATE OR REPLACE TEMP TABLE session_pairs AS " + _session_pairs_sql(session, workspace.link_only))
     n_pairs = con.execute("SELECT count(*) FROM session_pairs").fetchone()[0]
     if n_pairs > training.session_pairs:
-        con.execute("CREATE OR REPLACE TEMP TABLE session_pairs AS SELECT * FROM session_pairs "
-                    "USING SAMPLE reservoir($size ROWS) REPEATABLE ($seed)",
-                    {"size": training.session_pairs, "seed": seed})
+        # DuckDB takes no parameters in a SAMPLE clause: both are ints, formatted in
+        con.execute("CREATE TEMP TABLE session_sample AS SELECT * FROM session_pairs "
+                    f"USING SAMPLE reservoir({int(training.session_pairs)} ROWS) REPEATABLE ({int(seed)})")
+        con.execute("DROP TABLE session_pairs")
+        con.execute("ALTER TABLE session_sample RENAME TO session_pairs")
     patterns, counts = _pattern_counts(con, "session_pairs")
     con.execute("DROP TABLE session_pairs")
     return unpack_patterns(patterns, len(load_comparisons())), counts.astype(float), int(n_pairs)
