@@ -22,12 +22,11 @@ import socket
 import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 from dic.sources import IdentityRecord, read_identity_records
 from dic.synth import write_world
-from dic.trust import Caller, HttpTrust, LocalTrust, TrustCenter, create_app
+from dic.trust import Caller, HttpTrust, LocalTrust, TrustCenter, create_app, pairwise_quality
 
 SOURCES = ("his-fhir", "lab", "ms-registry", "biobank")
 
@@ -41,17 +40,6 @@ def world_records(folder: Path, patients: int) -> tuple[dict[str, list[IdentityR
     with (folder / "truth" / "linkage.csv").open(newline="") as stream:
         truth = {(row["source"], row["record_id"]): row["person_id"] for row in csv.DictReader(stream)}
     return by_source, truth
-
-
-def f1(assigned: dict[tuple[str, str], str], truth: dict[tuple[str, str], str]) -> float:
-    def pairs(groups: Counter) -> int:
-        return sum(n * (n - 1) // 2 for n in groups.values())
-
-    keys = [k for k in assigned if k in truth]
-    found, true = pairs(Counter(assigned[k] for k in keys)), pairs(Counter(truth[k] for k in keys))
-    both = pairs(Counter((assigned[k], truth[k]) for k in keys))
-    precision, recall = both / max(found, 1), both / max(true, 1)
-    return 2 * precision * recall / max(precision + recall, 1e-9)
 
 
 def register_all(client_for, by_source: dict[str, list[IdentityRecord]], chunk: int) -> dict[tuple[str, str], str]:
@@ -97,7 +85,7 @@ def run(mode: str, by_source: dict[str, list[IdentityRecord]], truth: dict, fold
         center.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     n = sum(len(r) for r in by_source.values())
-    return f"{mode} {n} {seconds:.1f} {n / seconds:.0f} {rss:.0f} f1={f1(assigned, truth):.4f}"
+    return f"{mode} {n} {seconds:.1f} {n / seconds:.0f} {rss:.0f} f1={pairwise_quality(assigned, truth)[2]:.4f}"
 
 
 def main() -> None:

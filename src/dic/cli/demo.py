@@ -58,7 +58,7 @@ def demo(
         rejected = quarantine_list(db, limit=10)
     finally:
         db.close()
-    quality = _linkage_quality(trust, world / "truth" / "linkage.csv")
+    quality = _linkage_quality(trust, world, generated.sites)
     seconds = time.perf_counter() - started
     if settings.json:
         print_json({"generated": generated.as_dict(), "load": [r.as_dict() for r in first],
@@ -121,15 +121,23 @@ def _register_identities(trust: Path, world: Path, sites: list[str]) -> dict[str
     return counts
 
 
-def _linkage_quality(trust: Path, truth_csv: Path) -> dict[str, float]:
-    """Pairwise precision, recall and F1 of the trust center's persons against the truth."""
+def _linkage_quality(trust: Path, world: Path, sites: list[str]) -> dict[str, float]:
+    """Pairwise precision, recall and F1 of the trust center's persons against the truth, over the
+    records of every source (the HIS registered its Patient ids; the truth knows its patient numbers)."""
     import csv
-    from collections import Counter
 
-    from dic.trust import Caller, TrustCenter
+    import orjson
 
-    with truth_csv.open(newline="") as stream:
+    from dic.sources import patient_number
+    from dic.trust import Caller, TrustCenter, pairwise_quality
+
+    with (world / "truth" / "linkage.csv").open(newline="") as stream:
         truth = {(f"{row['source']}@{row['site']}", row["record_id"]): row["person_id"] for row in csv.DictReader(stream)}
+    for site in sites:
+        with (world / site / "his-fhir" / "Patient.ndjson").open("rb") as stream:
+            for line in stream:
+                patient = orjson.loads(line)
+                truth[(f"his@{site}", patient["id"])] = truth[(f"his@{site}", patient_number(patient))]
     center = TrustCenter.open(trust)
     try:
         found = {(s, i): pid for s, i, pid in center.assignments(Caller("demo (staff)", "staff"))
@@ -137,15 +145,6 @@ def _linkage_quality(trust: Path, truth_csv: Path) -> dict[str, float]:
         review = len(center.review_items(Caller("demo (staff)", "staff")))
     finally:
         center.close()
-    found = {key: pid for key, pid in found.items() if key in truth}
-
-    def pairs(groups: Counter) -> int:
-        return sum(n * (n - 1) // 2 for n in groups.values())
-
-    predicted = pairs(Counter(found.values()))
-    true = pairs(Counter(truth[k] for k in found))
-    both = pairs(Counter((found[k], truth[k]) for k in found))
-    precision, recall = both / max(predicted, 1), both / max(true, 1)
-    return {"records": len(found), "persons": len(set(found.values())), "review": review,
-            "precision": precision, "recall": recall,
-            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
+    precision, recall, f1 = pairwise_quality(found, truth)
+    return {"records": sum(k in truth for k in found), "persons": len({p for k, p in found.items() if k in truth}),
+            "review": review, "precision": precision, "recall": recall, "f1": f1}

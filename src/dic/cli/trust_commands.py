@@ -74,6 +74,14 @@ def _staff() -> Caller:
     return Caller(system=f"{getpass.getuser()} (staff)", role="staff")
 
 
+def _say(data: dict[str, Any], message: str) -> None:
+    """One outcome: `data` as JSON with --json, else `message`."""
+    if settings.json:
+        print_json(data)
+    else:
+        console.print(message, highlight=False)
+
+
 def _idat_line(idat: dict[str, Any]) -> str:
     return " | ".join(str(idat[name]) for name in REVIEW_FIELDS if idat.get(name) is not None)
 
@@ -128,10 +136,7 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key's id (the part a
         revoked = center.revoke_key(_staff(), key_id)
     if not revoked:
         raise InputError(f"no active API key {key_id!r} (see 'dic trust keys list')")
-    if settings.json:
-        print_json({"revoked": key_id})
-    else:
-        console.print(f"revoked {key_id}", highlight=False)
+    _say({"revoked": key_id}, f"revoked {key_id}")
 
 
 # ---------------------------------------------------------------- projects
@@ -143,10 +148,8 @@ def project_add(
     """Approve a project: it gets its own pseudonym domain (P1, P2, ...)."""
     with _center() as center:
         domain = center.add_project(_staff(), name, purpose)
-    if settings.json:
-        print_json({"project": name, "purpose": purpose, "domain": domain})
-    else:
-        console.print(f"project {name}: pseudonym domain {domain}, purpose {purpose}", highlight=False)
+    _say({"project": name, "purpose": purpose, "domain": domain},
+         f"project {name}: pseudonym domain {domain}, purpose {purpose}")
 
 
 # ---------------------------------------------------------------- review
@@ -248,10 +251,7 @@ def rotate_key() -> None:
     """Start a new pseudonym key; every pseudonym issued so far stays valid."""
     with _center() as center:
         version = center.rotate_key(_staff())
-    if settings.json:
-        print_json({"key_version": version})
-    else:
-        console.print(f"pseudonym key version {version} is now current", highlight=False)
+    _say({"key_version": version}, f"pseudonym key version {version} is now current")
 
 
 @audit_app.command("verify")
@@ -290,10 +290,7 @@ def linkage_secret(path: Path = typer.Argument(..., help="New file for the secre
     from dic.trust import create_linkage_secret
 
     created = create_linkage_secret(path)
-    if settings.json:
-        print_json({"secret": str(created)})
-    else:
-        console.print(f"wrote {created}; hand it to the other sites' trust centers only", highlight=False)
+    _say({"secret": str(created)}, f"wrote {created}; hand it to the other sites' trust centers only")
 
 
 @trust_app.command("export-encodings")
@@ -306,10 +303,8 @@ def export_encodings_command(
 
     with _center() as center:
         summary = export_encodings(center, _staff(), secret, out)
-    if settings.json:
-        print_json({"export_id": summary.export_id, "persons": summary.persons, "path": str(summary.path)})
-    else:
-        console.print(f"export {summary.export_id}: {summary.persons} persons in {summary.path}", highlight=False)
+    _say({"export_id": summary.export_id, "persons": summary.persons, "path": str(summary.path)},
+         f"export {summary.export_id}: {summary.persons} persons in {summary.path}")
 
 
 @trust_app.command("link-exports")
@@ -323,11 +318,8 @@ def link_exports_command(
     from dic.trust import link_exports
 
     summary = link_exports(export_a, export_b, out, threshold)
-    if settings.json:
-        print_json({"pairs": summary.pairs, "threshold": summary.threshold, "path": str(summary.path)})
-    else:
-        console.print(f"{summary.pairs} persons at both sites (Dice >= {summary.threshold}) -> {summary.path}",
-                      highlight=False)
+    _say({"pairs": summary.pairs, "threshold": summary.threshold, "path": str(summary.path)},
+         f"{summary.pairs} persons at both sites (Dice >= {summary.threshold}) -> {summary.path}")
 
 
 @trust_app.command("resolve-links")

@@ -44,8 +44,11 @@ def _merged(db: Database, window: list[Entry | Rejection], seen: dict[str, dict[
         assert isinstance(record, Entry) and record.content is not None
         arriving = orjson.loads(record.content)
         earlier = seen.get(record.id) or stored.get(record.id)
-        merged = merge_patient(earlier, arriving) if earlier is not None else arriving
-        seen[record.id] = merged
+        if earlier is None:  # the person's first Patient: stored as it came
+            seen[record.id] = arriving
+            yield record
+            continue
+        seen[record.id] = merged = merge_patient(earlier, arriving)
         yield Entry.of(merged, record.source, record.position)
 
 

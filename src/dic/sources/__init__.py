@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dic.sources.fhir_files import find_fhir_files, is_fhir_file, read_fhir
-from dic.sources.identity_records import IdentityRecord, patient_idat, read_identity_records
+from dic.sources.identity_records import IdentityRecord, patient_idat, patient_number, read_identity_records
 from dic.sources.record import Entry, Rejection
 
 _BULK_EXPORT = {"BulkExportResult", "ExportProgress", "ExportedFile", "export_to_folder"}
@@ -31,6 +31,7 @@ __all__ = [
     "find_fhir_files",
     "is_fhir_file",
     "patient_idat",
+    "patient_number",
     "read_fhir",
     "read_identity_records",
 ]

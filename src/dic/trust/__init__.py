@@ -35,6 +35,7 @@ _LAZY = {
     "link_exports": "dic.trust.cross_site",
     "resolve_links": "dic.trust.cross_site",
     "link_batch": "dic.trust.linkage",
+    "pairwise_quality": "dic.trust.linkage",
 }
 
 

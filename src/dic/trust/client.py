@@ -10,6 +10,7 @@ audit every call. Both satisfy `PatientRegistry`, the loaders' view of the trust
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -22,7 +23,7 @@ from dic.trust.center import Change, TrustCenter, Withdrawal, check_idat
 from dic.trust.registry import Registration
 
 
-class _Registry:
+class _Registry(ABC):
     def register(self, records: Sequence[tuple[str, dict[str, Any]]]) -> list[Registration | str]:
         """A Registration per record, or the reason its IDAT was refused."""
         checked, problems = check_idat(records)
@@ -31,8 +32,9 @@ class _Registry:
         found = iter(self._register(valid) if valid else [])
         return [refused[i] if i in refused else next(found) for i in range(len(records))]
 
+    @abstractmethod
     def _register(self, records: list[tuple[str, dict[str, Any]]]) -> list[Registration]:
-        raise NotImplementedError
+        """Register records whose IDAT already validated."""
 
 
 class LocalTrust(_Registry):

@@ -211,18 +211,17 @@ def _register_each(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresh
     a blocking key) are scored in ONE call first: the engine's cost is per call (~50 ms), not per
     pair, so scoring record by record would cost 50 ms a record."""
     normalized = [normalize(idat) for _, idat in records]
-    left, right, owners = [], [], []  # owners: (record index, stored PID or index of an earlier record)
+    pairs: list[tuple[int, Pid | int, dict[str, Any]]] = []  # (record, stored PID or earlier record, candidate)
     earlier_by_key: dict[str, list[int]] = {}
     for i, n in enumerate(normalized):
-        for pid, candidate in candidate_records(db, n):
-            left.append(n), right.append(candidate), owners.append((i, pid))
+        pairs += [(i, pid, candidate) for pid, candidate in candidate_records(db, n)]
         record_keys = set(blocking_keys(n))
-        for j in sorted({j for key in record_keys for j in earlier_by_key.get(key, ())}):
-            left.append(n), right.append(normalized[j]), owners.append((i, j))
+        pairs += [(i, j, normalized[j]) for j in sorted({j for key in record_keys for j in earlier_by_key.get(key, ())})]
         for key in record_keys:
             earlier_by_key.setdefault(key, []).append(i)
+    scores = score_pairs(model, [normalized[i] for i, _, _ in pairs], [c for _, _, c in pairs]) if pairs else []
     scored: dict[int, list[tuple[Pid | int, float]]] = {}
-    for (i, owner), probability in zip(owners, score_pairs(model, left, right) if left else [], strict=True):
+    for (i, owner, _), probability in zip(pairs, scores, strict=True):
         scored.setdefault(i, []).append((owner, float(probability)))
     results: list[Registration] = []
     for i, (source_id, idat) in enumerate(records):

@@ -17,6 +17,7 @@ import pyarrow as pa
 from dic.trust.linkage.batch import BatchLinkage, link_batch
 from dic.trust.linkage.blocking import blocking_keys
 from dic.trust.linkage.model import DEFAULT_MODEL, LinkageModel
+from dic.trust.linkage.quality import pairwise_quality
 from dic.trust.linkage.scoring import score_candidates, score_pairs
 from dic.trust.linkage.training import fit_model
 from dic.trust.linkage.workspace import Workspace
@@ -32,5 +33,5 @@ def train(records: pa.Table, *, start: LinkageModel = DEFAULT_MODEL, seed: int =
         workspace.close()
 
 
-__all__ = ["DEFAULT_MODEL", "BatchLinkage", "LinkageModel", "blocking_keys", "link_batch", "score_candidates",
+__all__ = ["DEFAULT_MODEL", "BatchLinkage", "LinkageModel", "blocking_keys", "link_batch", "pairwise_quality", "score_candidates",
            "score_pairs", "train"]
