@@ -6,7 +6,7 @@ from typing import Any
 
 from dic.sources.fhir_files import find_fhir_files, is_fhir_file, read_fhir
 from dic.sources.identity_records import IdentityRecord, patient_idat, patient_number, read_identity_records
-from dic.sources.record import Entry, Rejection
+from dic.sources.record import Entry, PatientMerge, Rejection, SourceResource
 
 _BULK_EXPORT = {"BulkExportResult", "ExportProgress", "ExportedFile", "export_to_folder"}
 
@@ -26,7 +26,9 @@ __all__ = [
     "ExportProgress",
     "ExportedFile",
     "IdentityRecord",
+    "PatientMerge",
     "Rejection",
+    "SourceResource",
     "export_to_folder",
     "find_fhir_files",
     "is_fhir_file",

@@ -1,5 +1,10 @@
 """What an input reader yields: a resource to store, or a rejection for quarantine.
 
+Source adapters (HL7 v2, §21, mapped CSV, VCF) yield `SourceResource`s instead: FHIR resources
+as the source knows them, with its own ids and the Patient's identifying data, which the trust
+center's pseudonymizer turns into Entries. A `PatientMerge` is a source system's own statement
+that two of its patient records are one person (HL7 ADT^A40).
+
 An `Entry` carries the resource already serialized (its JSON text and content hash), so
 that parsing can run in worker processes and the loader never touches the dict again.
 """
@@ -48,3 +53,22 @@ class Rejection:
     reason: str
     raw: bytes  # at most the first RAW_LIMIT_BYTES of the record
     raw_bytes: int  # the record's full size
+
+
+@dataclass(frozen=True, slots=True)
+class SourceResource:
+    """A checked resource as the source system knows it: its own ids, identifying elements included."""
+
+    resource: dict[str, Any]
+    source: str
+    position: str
+
+
+@dataclass(frozen=True, slots=True)
+class PatientMerge:
+    """The source system merged two of its patient records: `prior_id`'s data belongs to `surviving_id`."""
+
+    prior_id: str
+    surviving_id: str
+    source: str
+    position: str

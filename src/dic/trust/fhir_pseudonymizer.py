@@ -43,7 +43,7 @@ import orjson
 from dic.errors import ConfigError
 from dic.fhir import remove_identifying, resource_types
 from dic.repository import SOURCE_RECORD_TAG
-from dic.sources import Entry, Rejection, patient_idat, read_fhir
+from dic.sources import Entry, Rejection, SourceResource, patient_idat, read_fhir
 from dic.trust.pseudonym import MIN_KEY_BYTES
 from dic.trust.registry import PatientRegistry, Registration
 
@@ -108,15 +108,6 @@ def pseudonymize(
             yield from state.window(batch)
             batch = []
     yield from state.window(batch)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceResource:
-    """A checked resource as read, identifying elements included (`read_fhir(prepare=SourceResource)`)."""
-
-    resource: dict[str, Any]
-    source: str
-    position: str
 
 
 @dataclass
