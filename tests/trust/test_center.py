@@ -69,6 +69,43 @@ def test_spelling_variants_from_other_sources_are_the_same_person(center: TrustC
     assert count(center, "SELECT count(DISTINCT pid) FROM source_record") == 2
 
 
+def test_the_hospital_patient_number_links_its_systems_within_that_hospital_only(center: TrustCenter) -> None:
+    his = register_one(center, HIS, "his-77", {**JUERGEN, "patient_number": "1000000001"})
+    # billing knows no name, no full birth date: the patient number alone identifies (and links)
+    billing = register_one(center, BILLING, "1000000001", {"patient_number": "1000000001", "sex": "male",
+                                                            "insurance_number": "A123456789"})
+    assert (billing.outcome, billing.pseudonym) == ("match", his.pseudonym)
+    # even a record whose IDAT disagrees: the hospital's own number wins
+    lab = register_one(center, LAB, "1000000001", {**ANNA, "patient_number": "1000000001"})
+    assert lab.pseudonym == his.pseudonym
+    # the same number at another hospital is someone else
+    other = register_one(center, Caller("billing@site-b", "source"), "1000000001",
+                         {"patient_number": "1000000001", "sex": "female"})
+    assert other.outcome == "new" and other.pseudonym != his.pseudonym
+    # billing first, HIS later: the number links in that order too
+    early = register_one(center, BILLING, "1000000002", {"patient_number": "1000000002", "sex": "female"})
+    late = register_one(center, HIS, "his-78", {**ANNA, "patient_number": "1000000002"})
+    assert (late.outcome, late.pseudonym) == ("match", early.pseudonym)
+    with pytest.raises(InvalidIdat, match="patient number or at least two"):
+        center.register(BILLING, [("x", {"sex": "male", "postal_code": "04109"})])
+
+
+def test_a_source_systems_own_merge_joins_its_records_and_reaches_the_feed(center: TrustCenter) -> None:
+    prior = register_one(center, LAB, "p-1", JOERG)
+    surviving = register_one(center, LAB, "p-2", ANNA)
+    assert prior.pseudonym != surviving.pseudonym
+    since = len(center.changes(DIC))
+    found = center.merge_records(LAB, "p-1", "p-2")
+    assert found is not None and found.pseudonym == surviving.pseudonym
+    (change,) = center.changes(DIC)[since:]
+    assert (change.kind, change.from_pseudonym, change.to_pseudonym) == ("merge", prior.pseudonym, surviving.pseudonym)
+    assert register_one(center, LAB, "p-1", JOERG).pseudonym == surviving.pseudonym
+    assert center.merge_records(LAB, "p-1", "never-seen") is None  # nothing to merge
+    assert center.merge_records(HIS, "p-1", "p-2") is None  # another system's ids are not its own
+    with pytest.raises(NotAuthorized):
+        center.merge_records(DIC, "p-1", "p-2")
+
+
 def test_father_and_son_at_one_address_are_two_persons(center: TrustCenter) -> None:
     father = register_one(center, HIS, "h-1", JUERGEN)
     son = register_one(center, HIS, "h-2", {**JUERGEN, "birth_date": "1990-09-30", "insurance_number": "A555555555"})

@@ -9,7 +9,7 @@ change feed). Either way the loaders talk to the same `PatientRegistry` interfac
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from dic.engines import Database
 from dic.errors import ConfigError
 from dic.repository import (
     BatchReport,
+    attach_specimen_subjects,
     Move,
     load_records,
     merge_patients,
@@ -28,7 +29,7 @@ from dic.repository import (
     reattribute,
     resource_key,
 )
-from dic.sources import Entry, Rejection, find_fhir_files
+from dic.sources import Entry, Rejection, SourceResource, find_fhir_files, read_fhir
 
 FEED_STATE = "trust-feed.json"  # in the repository folder: the last change of the trust center applied
 CONSENT_CHUNK = 500
@@ -97,20 +98,38 @@ def apply_changes(db: Database, repo: Path, link: TrustLink) -> int:
     return len(changes)
 
 
+def load_source(db: Database, repo: Path, link: TrustLink, source: str, records: Iterable[Any], source_system: str,
+                progress: Callable[[int], None] | None = None) -> BatchReport:
+    """Load one batch of a source system's records (`SourceResource`s of an adapter, `Rejection`s,
+    `PatientMerge`s) through the trust center: codes checked and values normalized, Patients registered
+    and ids pseudonymized, observations on a specimen given its patient, consents forwarded, one Patient
+    per person; then stored in one transaction (see `dic.repository.load_records`)."""
+    from dic.trust import pseudonymize
+
+    try:  # INTEGRATION: the terminology package lands in this change
+        from dic.terminology import annotate
+    except ImportError:
+        def annotate(records: Iterable[Any]) -> Iterable[Any]:
+            return records
+
+    key = resource_key(repo)
+    stream = pseudonymize(annotate(records), link.registry, key, source_system=source_system)
+    stream = link.forward_consents(attach_specimen_subjects(db, stream))
+    return load_records(db, source, merge_patients(db, stream), progress)
+
+
 def load_through_trust(db: Database, repo: Path, link: TrustLink, paths: Iterable[Path], source_system: str,
                        progress: Any = None) -> list[BatchReport]:
     """Load FHIR files of one source system, Patient files first, pseudonymized through the trust
     center (one batch per file); `progress(path, records)` after each chunk, `progress(path, None)`
     after each file."""
-    from dic.trust import patients_first, read_pseudonymized
+    from dic.trust import patients_first
 
-    key = resource_key(repo)
     reports = []
     for path in patients_first(find_fhir_files(paths)):
-        records = link.forward_consents(read_pseudonymized(path, link.registry, key, source_system=source_system))
-        records = merge_patients(db, records)  # a person known to several source systems: one Patient
         step = (lambda n, p=path: progress(p, n)) if progress else None
-        reports.append(load_records(db, str(path), records, step))
+        records = read_fhir(path, prepare=SourceResource)
+        reports.append(load_source(db, repo, link, str(path), records, source_system, step))
         if progress:
             progress(path, None)
     return reports

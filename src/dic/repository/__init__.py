@@ -3,6 +3,7 @@
 from dic.repository.load import BatchReport, drop_schema, ensure_schema, load_paths, load_records
 from dic.repository.patients import merge_patient, merge_patients, resources_about
 from dic.repository.reattribute import SOURCE_RECORD_TAG, Move, reattribute, record_tags
+from dic.repository.specimens import attach_specimen_subjects
 from dic.repository.status import (
     quarantine_list,
     quarantine_record,
@@ -23,6 +24,7 @@ __all__ = [
     "SOURCE_RECORD_TAG",
     "BatchReport",
     "Move",
+    "attach_specimen_subjects",
     "RepositoryConfig",
     "drop_schema",
     "ensure_schema",

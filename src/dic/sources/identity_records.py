@@ -114,7 +114,8 @@ def patient_idat(resource: dict[str, Any]) -> dict[str, str]:
 
     Names: the official name's family and given names (joined by one space); the birth name is
     the family of the name with use "maiden". Address: the home address's lines (joined) as
-    street, postalCode, city. Insurance number: the identifier of system kvid-10. A partial
+    street, postalCode, city. Insurance number: the identifier of system kvid-10; patient number: the
+    identifier of type MR (the hospital's, shared by its HIS, lab and billing). A partial
     birthDate (year or year-month) is omitted: Idat needs a whole date.
     """
     idat: dict[str, str] = {}
@@ -142,11 +143,21 @@ def patient_idat(resource: dict[str, Any]) -> dict[str, str]:
         if (isinstance(identifier, dict) and identifier.get("system") in KVNR_SYSTEMS
                 and _put(idat, "insurance_number", identifier.get("value"))):
             break
+    _put(idat, "patient_number", medical_record_number(resource))
     return idat
 
 
 def patient_number(resource: dict[str, Any]) -> str | None:
     """The Patient's local patient number: the identifier of type MR (v2-0203), else its id."""
+    found = medical_record_number(resource)
+    if found is not None:
+        return found
+    own = resource.get("id")
+    return own if isinstance(own, str) and own else None
+
+
+def medical_record_number(resource: dict[str, Any]) -> str | None:
+    """The value of the Patient's identifier of type MR (v2-0203): the hospital's patient number."""
     for identifier in _list(resource.get("identifier")):
         if not isinstance(identifier, dict) or not isinstance(identifier.get("value"), str):
             continue
@@ -154,8 +165,7 @@ def patient_number(resource: dict[str, Any]) -> str | None:
         codings = _list(kind.get("coding")) if isinstance(kind, dict) else []
         if any(isinstance(c, dict) and c.get("code") == "MR" for c in codings) and identifier["value"].strip():
             return identifier["value"].strip()
-    own = resource.get("id")
-    return own if isinstance(own, str) and own else None
+    return None
 
 
 def _patient_problem(resource: Any) -> str | None:

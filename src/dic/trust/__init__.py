@@ -29,6 +29,7 @@ _LAZY = {
     "HttpTrust": "dic.trust.client",
     "create_app": "dic.trust.service",
     "read_pseudonymized": "dic.trust.fhir_pseudonymizer",
+    "pseudonymize": "dic.trust.fhir_pseudonymizer",
     "patients_first": "dic.trust.fhir_pseudonymizer",
     "create_linkage_secret": "dic.trust.cross_site",
     "export_encodings": "dic.trust.cross_site",

@@ -343,6 +343,23 @@ class TrustCenter:
         return Change(seq, "merge", pseudonym_of(self.db, self.keys, from_pid), pseudonym_of(self.db, self.keys, into_pid),
                       records)
 
+    def merge_records(self, caller: Caller, prior_id: str, surviving_id: str) -> Registration | None:
+        """A source system's own merge of two of its patient records (HL7 ADT^A40): their persons
+        become one, the change reaches the DIC's feed. None if either record was never registered."""
+        def run(detail: dict[str, Any]) -> Registration | None:
+            rows = {source_id: (Pid(pid), record) for source_id, pid, record in self.db.rows(
+                "SELECT source_id, pid, record_pseudonym FROM source_record WHERE source = ? AND source_id IN (?, ?)",
+                (caller.system, prior_id, surviving_id))}
+            if prior_id not in rows or surviving_id not in rows:
+                detail["merged"] = False
+                return None
+            change = self._merge(rows[prior_id][0], rows[surviving_id][0], caller)
+            detail["merged"] = change is not None
+            pid = patient_list.current_pid(self.db, rows[surviving_id][0])
+            return Registration(pseudonym_of(self.db, self.keys, pid), rows[surviving_id][1], "known")
+
+        return self.run_audited(caller, "merge-records", caller.system, run)
+
     def merge(self, caller: Caller, from_pseudonym: str, into_pseudonym: str) -> Change | None:
         def run(detail: dict[str, Any]) -> Change | None:
             source, _ = patient_list.pid_of_pseudonym(self.db, from_pseudonym)

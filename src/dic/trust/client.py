@@ -50,6 +50,9 @@ class LocalTrust(_Registry):
     def lookup(self, source_ids: Sequence[str]) -> dict[str, Registration]:
         return self.center.lookup(self.caller, source_ids)
 
+    def merge_records(self, prior_id: str, surviving_id: str) -> Registration | None:
+        return self.center.merge_records(self.caller, prior_id, surviving_id)
+
     def record_consents(self, consents: Sequence[dict[str, Any]]) -> int:
         return self.center.record_consents(self.caller, consents)
 
@@ -100,6 +103,10 @@ class HttpTrust(_Registry):
     def lookup(self, source_ids: Sequence[str]) -> dict[str, Registration]:
         found = self._call("POST", "/v1/patients/lookup", json={"source_ids": list(source_ids)})["found"]
         return {k: Registration(**v) for k, v in found.items()}
+
+    def merge_records(self, prior_id: str, surviving_id: str) -> Registration | None:
+        found = self._call("POST", "/v1/patients/merge", json={"prior_id": prior_id, "surviving_id": surviving_id})
+        return Registration(**found["surviving"]) if found["surviving"] else None
 
     def record_consents(self, consents: Sequence[dict[str, Any]]) -> int:
         return self._call("POST", "/v1/consents", json={"consents": list(consents)})["recorded"]

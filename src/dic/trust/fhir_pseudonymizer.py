@@ -43,7 +43,7 @@ import orjson
 from dic.errors import ConfigError
 from dic.fhir import remove_identifying, resource_types
 from dic.repository import SOURCE_RECORD_TAG
-from dic.sources import Entry, Rejection, SourceResource, patient_idat, read_fhir
+from dic.sources import Entry, PatientMerge, Rejection, SourceResource, patient_idat, read_fhir
 from dic.trust.pseudonym import MIN_KEY_BYTES
 from dic.trust.registry import PatientRegistry, Registration
 
@@ -83,7 +83,7 @@ def read_pseudonymized(path: Path, registry: PatientRegistry, resource_key: byte
 
 
 def pseudonymize(
-    records: Iterable[Entry | Rejection | SourceResource],
+    records: Iterable[Entry | Rejection | SourceResource | PatientMerge],
     registry: PatientRegistry,
     resource_key: bytes,
     *,
@@ -93,7 +93,9 @@ def pseudonymize(
     """The records of one source system, pseudonymized, in their order (see the module docstring).
 
     `records` come from `read_fhir(path, prepare=SourceResource)` (or, parsed once more, from
-    `read_fhir(path, keep_identifying=True)`): the IDAT is needed here. Patients are registered `window` records ahead, so within a window (a Bundle, a chunk of an
+    `read_fhir(path, keep_identifying=True)`) or a source adapter: the IDAT is needed here. A
+    `PatientMerge` (HL7 ADT^A40) is passed to the trust center after the window's Patients are
+    registered; it yields no record (the trust center's change feed moves the stored data). Patients are registered `window` records ahead, so within a window (a Bundle, a chunk of an
     NDJSON file) a reference may come before its Patient; across files, load Patient files first.
     """
     if len(resource_key) < MIN_KEY_BYTES:
@@ -101,7 +103,7 @@ def pseudonymize(
     if not source_system:
         raise ConfigError("source_system must name the source system (it scopes the resource ids)")
     state = _Pseudonymizer(registry, resource_key, source_system)
-    batch: list[Entry | Rejection | SourceResource] = []
+    batch: list[Entry | Rejection | SourceResource | PatientMerge] = []
     for record in records:
         batch.append(record)
         if len(batch) >= window:
@@ -129,9 +131,13 @@ class _Pseudonymizer:
     directory: dict[str, Registration | str] = field(default_factory=dict)  # source patient id -> answer
     ids: dict[tuple[str, str], str] = field(default_factory=dict)  # (type, source id) -> stored id
 
-    def window(self, records: Sequence[Entry | Rejection | SourceResource]) -> Iterator[Entry | Rejection]:
-        parsed, idat = [], {}
+    def window(self, records: Sequence[Entry | Rejection | SourceResource | PatientMerge],
+               ) -> Iterator[Entry | Rejection]:
+        parsed, idat, merges = [], {}, []
         for record in records:
+            if isinstance(record, PatientMerge):
+                merges.append(record)
+                continue
             if isinstance(record, Entry) and not record.delete:
                 assert record.content is not None
                 record = SourceResource(orjson.loads(record.content), record.source, record.position)
@@ -145,6 +151,11 @@ class _Pseudonymizer:
             else:
                 parsed.append(_Parsed(record))
         self._register(idat)
+        for merge in merges:
+            surviving = self.registry.merge_records(merge.prior_id, merge.surviving_id)
+            self.directory.pop(merge.prior_id, None)  # its pseudonym may have changed: ask again
+            if surviving is not None:
+                self.directory[merge.surviving_id] = surviving
         self._look_up({id for p in parsed for node in p.references if (id := _patient_id(node)) is not None})
         for item in parsed:
             yield self._finish(item)

@@ -44,9 +44,12 @@ class Idat(BaseModel):
     postal_code: str | None = Field(None, max_length=10)
     city: str | None = Field(None, max_length=100)
     insurance_number: str | None = Field(None, max_length=10, description="KVNR, the 10-character GKV number")
+    patient_number: str | None = Field(None, max_length=64, description=(
+        "the hospital's patient number (its patient administration's, one per person), which the HIS, lab and "
+        "billing systems of that hospital share; compared only within the hospital of the sending system"))
 
     @field_validator("given_names", "family_name", "birth_name", "street", "city", "postal_code",
-                     "insurance_number", mode="before")
+                     "insurance_number", "patient_number", mode="before")
     @classmethod
     def _empty_is_missing(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -75,9 +78,11 @@ class Idat(BaseModel):
 
     @model_validator(mode="after")
     def _linkable(self) -> Idat:
+        # A hospital patient number identifies on its own (billing exports carry little else).
         present = [name for name in IDENTIFYING_FIELDS if getattr(self, name) is not None]
-        if len(present) < 2:
-            raise ValueError(f"too little to identify a person: need at least two of {', '.join(IDENTIFYING_FIELDS)}")
+        if len(present) < 2 and self.patient_number is None:
+            raise ValueError(f"too little to identify a person: need a patient number or at least two of "
+                             f"{', '.join(IDENTIFYING_FIELDS)}")
         return self
 
 

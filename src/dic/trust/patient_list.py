@@ -100,7 +100,8 @@ def register(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thresholds: 
         known = {row[0] for row in _known_ids(db, source, [source_id for source_id, _ in records])}
         fresh = [(source_id, idat) for source_id, idat in records if source_id not in known]
         if len({source_id for source_id, _ in fresh}) >= BATCH_FROM:
-            return _register_batch(db, keys, model, thresholds, source, records, known)
+            numbered = {source_id for source_id, idat in fresh if _person_with_number(db, source, idat) is not None}
+            return _register_batch(db, keys, model, thresholds, source, records, known | numbered)
         return _register_each(db, keys, model, thresholds, source, records), None
 
 
@@ -155,7 +156,7 @@ def _register_batch(db: TrustDatabase, keys: KeyRing, model: LinkageModel, thres
                      latest[s].model_dump_json(exclude_none=True), orjson.dumps(n).decode(), now, now)
                     for s, n in fresh.items()])
     db.executemany("INSERT INTO blocking_key (key, source, source_id) VALUES (?, ?, ?)",
-                   [(key, source, s) for s, n in fresh.items() for key in dict.fromkeys(blocking_keys(n))])
+                   [(key, source, s) for s, n in fresh.items() for key in _keys(source, latest[s], n)])
     _review_possible_matches(db, linked, pid_of, person_of_cluster, source, outcomes)
     results = {s: Registration(pseudonym_of(db, keys, pid_of[s]), record_pseudonym(keys, source, s), outcomes[s])
                for s in fresh}
@@ -245,25 +246,54 @@ def _register_one(db: TrustDatabase, keys: KeyRing, thresholds: Thresholds, sour
         if stored != idat_text:  # the source corrected its IDAT: keep the person, update what we compare
             db.execute("UPDATE source_record SET idat = ?, normalized = ?, updated_at = ? WHERE source = ? AND source_id = ?",
                        (idat_text, orjson.dumps(normalized).decode(), _now(), source, source_id))
-            _store_keys(db, source, source_id, normalized, replace=True)
+            _store_keys(db, source, source_id, idat, normalized, replace=True)
         return Registration(pseudonym_of(db, keys, current_pid(db, pid)), record, "known")
-    pid, outcome, candidate = _link(db, thresholds, source, source_id, candidates)
+    numbered = _person_with_number(db, source, idat)
+    if numbered is not None:  # the hospital's own patient number: the same person, whatever the scores say
+        pid, outcome, candidate = numbered, "match", None
+    else:
+        pid, outcome, candidate = _link(db, thresholds, source, source_id, candidates)
     record = record_pseudonym(keys, source, source_id)
     now = _now()
     db.execute("INSERT INTO source_record (source, source_id, pid, record_pseudonym, idat, normalized, registered_at, "
                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                (source, source_id, pid, record, idat_text, orjson.dumps(normalized).decode(), now, now))
-    _store_keys(db, source, source_id, normalized)
+    _store_keys(db, source, source_id, idat, normalized)
     if candidate is not None:
         add_review_item(db, source, source_id, *candidate)
     return Registration(pseudonym_of(db, keys, pid), record, outcome)
 
 
-def _store_keys(db: TrustDatabase, source: str, source_id: str, normalized: dict[str, Any], replace: bool = False) -> None:
+def _store_keys(db: TrustDatabase, source: str, source_id: str, idat: Idat, normalized: dict[str, Any],
+                replace: bool = False) -> None:
     if replace:
         db.execute("DELETE FROM blocking_key WHERE source = ? AND source_id = ?", (source, source_id))
     db.executemany("INSERT INTO blocking_key (key, source, source_id) VALUES (?, ?, ?)",
-                   [(key, source, source_id) for key in dict.fromkeys(blocking_keys(normalized))])
+                   [(key, source, source_id) for key in _keys(source, idat, normalized)])
+
+
+def _keys(source: str, idat: Idat, normalized: dict[str, Any]) -> list[str]:
+    """A record's blocking keys, and its hospital patient number's key (looked up, never scored)."""
+    number = hospital_number_key(source, idat)
+    return list(dict.fromkeys(blocking_keys(normalized))) + ([number] if number else [])
+
+
+def hospital_number_key(source: str, idat: Idat) -> str | None:
+    """The patient number qualified by its hospital: the part of the source system's name after '@'
+    ("lab@site-a" -> site-a), since HIS, lab and billing of one hospital share its numbers."""
+    if idat.patient_number is None:
+        return None
+    return f"patient-number:{source.rpartition('@')[2]}|{idat.patient_number}"
+
+
+def _person_with_number(db: TrustDatabase, source: str, idat: Idat) -> Pid | None:
+    """The person already registered under this hospital patient number, if any."""
+    key = hospital_number_key(source, idat)
+    if key is None:
+        return None
+    pid = db.scalar("SELECT r.pid FROM blocking_key k JOIN source_record r ON r.source = k.source AND "
+                    "r.source_id = k.source_id WHERE k.key = ? ORDER BY r.registered_at LIMIT 1", (key,))
+    return current_pid(db, Pid(pid)) if pid is not None else None
 
 
 def _link(db: TrustDatabase, thresholds: Thresholds, source: str, source_id: str,

@@ -33,3 +33,9 @@ class PatientRegistry(Protocol):
     def lookup(self, source_ids: Sequence[str]) -> dict[str, Registration]:
         """The registrations already known for these source patient ids (unknown ones absent)."""
         ...
+
+    def merge_records(self, prior_id: str, surviving_id: str) -> Registration | None:
+        """The source system merged two of its patient records (HL7 ADT^A40): the person of
+        `prior_id` becomes that of `surviving_id` (a change the DIC follows in its feed). The
+        surviving record's registration, or None if either record is unknown."""
+        ...

@@ -55,6 +55,11 @@ class DecisionRequest(_Body):
     same: bool
 
 
+class RecordMergeRequest(_Body):
+    prior_id: str = Field(min_length=1)
+    surviving_id: str = Field(min_length=1)
+
+
 class MergeRequest(_Body):
     from_pseudonym: str
     into_pseudonym: str
@@ -99,6 +104,11 @@ def create_app(center: TrustCenter) -> FastAPI:
     @app.post("/v1/patients/lookup", summary="Pseudonyms of already registered source records")
     def lookup(body: LookupRequest, who: Caller = me) -> dict[str, Any]:
         return {"found": {k: vars(v) for k, v in center.lookup(who, body.source_ids).items()}}
+
+    @app.post("/v1/patients/merge", summary="The source system merged two of its patient records (ADT^A40)")
+    def merge_records(body: RecordMergeRequest, who: Caller = me) -> dict[str, Any]:
+        found = center.merge_records(who, body.prior_id, body.surviving_id)
+        return {"surviving": vars(found) if found else None}
 
     @app.post("/v1/consents", summary="Record MII Broad Consent resources (patient = DIC pseudonym)")
     def consents(body: ConsentsRequest, who: Caller = me) -> dict[str, Any]:
