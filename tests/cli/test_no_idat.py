@@ -1,5 +1,6 @@
-"""Privacy by construction: after loading a synthetic world through the trust center, no
-identifying data of the truth appears anywhere in the research repository or the output."""
+"""Privacy by construction: after loading every source of a synthetic world (HIS FHIR, lab HL7 v2,
+§21 billing, MS registry, biobank, VCF) through the trust center, no identifying data of the truth
+appears anywhere in the research repository or the output."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+
+from dic.cli.demo import SITE_SOURCES
 
 
 def _identifying_values(world: Path) -> dict[str, set[str]]:
@@ -23,6 +26,11 @@ def _identifying_values(world: Path) -> dict[str, set[str]]:
             found["kvnr"] |= {person["insurance_number"]} - {""}
     with (world / "truth" / "linkage.csv").open(newline="") as stream:
         found["source id"] |= {row["record_id"] for row in csv.DictReader(stream)}
+    for site in ("site-a", "site-b"):  # case numbers and biobank sample ids
+        with (world / site / "billing" / "FALL.csv").open(newline="", encoding="utf-8") as stream:
+            found["source id"] |= {row["KH-internes-Kennzeichen"] for row in csv.DictReader(stream, delimiter=";")}
+        with (world / site / "biobank" / "samples.csv").open(newline="", encoding="utf-8") as stream:
+            found["source id"] |= {row["sample_id"] for row in csv.DictReader(stream, delimiter=";")}
     for site in ("site-a", "site-b"):  # the HIS's own Patient resource ids (Encounter ids embed them)
         for line in (world / site / "his-fhir" / "Patient.ndjson").read_text().splitlines():
             found["source id"].add(re.search(r'"id":"([^"]+)"', line).group(1))
@@ -42,13 +50,13 @@ def _all_text(repository: Path) -> str:
 
 def test_no_identifying_data_reaches_the_repository_or_the_output(dic: Callable, tmp_path: Path) -> None:
     world, repo = tmp_path / "world", tmp_path / "repo"
-    dic("synth", "--sites", "2", "--patients", "300", "--seed", "12", "--out", str(world),
-        "--formats", "his-fhir")
+    dic("synth", "--sites", "2", "--patients", "300", "--seed", "12", "--out", str(world))
     dic("--repo", str(repo), "init")
     output = []
-    for site in ("site-a", "site-b"):
-        output.append(dic("--repo", str(repo), "load", "--source-system", f"his@{site}",
-                          str(world / site / "his-fhir")))
+    for site in ("site-a", "site-b"):  # every source, its format detected
+        for folder, system in SITE_SOURCES:
+            output.append(dic("--repo", str(repo), "load", "--source-system", f"{system}@{site}",
+                              str(world / site / folder)))
     output.append(dic("--repo", str(repo), "views", "refresh"))
     text = _all_text(repo)
     printed = "\n".join(r.stdout + r.stderr for r in output)

@@ -5,6 +5,7 @@ from dic.cli import (  # noqa: F401  (registers commands)
     demo,
     repository_commands,
     synth_commands,
+    term_commands,
     trust_commands,
     view_commands,
 )

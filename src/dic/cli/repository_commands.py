@@ -16,7 +16,7 @@ from rich.progress import (
 
 from dic.cli.app import app, settings
 from dic.cli.output import console, errors, print_json, print_rows
-from dic.cli.trust_link import apply_changes, load_through_trust, trust_link
+from dic.cli.trust_link import apply_changes, load_source, trust_link
 from dic.engines import Engine, parse_sql
 from dic.errors import InputError
 from dic.repository import (
@@ -30,7 +30,6 @@ from dic.repository import (
     recent_batches,
     resource_counts,
 )
-from dic.sources import find_fhir_files
 
 quarantine_app = typer.Typer(help="Records rejected by loads, with file, position and reason.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
@@ -62,7 +61,11 @@ def print_batches(reports: list[BatchReport], names_only: bool = False) -> None:
 
 @app.command()
 def load(
-    paths: list[Path] = typer.Argument(None, help="FHIR files or folders: Bundles, resources, NDJSON(.gz)."),
+    paths: list[Path] = typer.Argument(None, help="Files or folders: FHIR (Bundles, resources, NDJSON(.gz)), HL7 v2, "
+                                                  "§21 export folders, VCF, mapped registry folders."),
+    format_name: str = typer.Option(None, "--format", help="Source format (fhir, hl7v2, p21, vcf, ms-registry, "
+                                                           "biobank); detected per file or folder when not given."),
+    mapping: Path = typer.Option(None, "--mapping", help="A YAML mapping spec of your own for CSV/Excel folders."),
     bulk_export: str = typer.Option(None, "--bulk-export", help="Base URL of a FHIR server to $export from."),
     token: str = typer.Option(None, help="Bearer token for --bulk-export."),
     resource_type: list[str] = typer.Option(None, "--type", help="With --bulk-export: resource types (_type)."),
@@ -71,19 +74,22 @@ def load(
     source_system: str = typer.Option("fhir", "--source-system",
                                       help="The sending system, e.g. his@site-a (scopes its patient ids)."),
 ) -> None:
-    """Load FHIR data, one transactional batch per file. Patients are registered with the trust center
-    and stored under their pseudonym, identifying data removed. Bad records go to quarantine."""
+    """Load source data, one transactional batch per file (per folder for §21 exports and mapped
+    registries). Patients are registered with the trust center and stored under their pseudonym,
+    identifying data removed. Bad records go to quarantine."""
     db = open_repository(settings.repo)
     try:
         if bulk_export:
             paths = [*(paths or []), *_bulk_export(bulk_export, token, resource_type, since, download_dir)]
         if not paths:
             raise InputError("nothing to load: give files or folders, or --bulk-export URL")
-        files = find_fhir_files(paths)
+        from dic.sources import mapping_format, plan_load
+
+        units = plan_load(paths, format_name, mapping_format(mapping) if mapping else None)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[records]} records"), TimeElapsedColumn(), console=console,
                       transient=True, disable=settings.json) as progress:
-            task = progress.add_task("loading", total=len(files), records=0)
+            task = progress.add_task("loading", total=len(units), records=0)
             done = {"records": 0}
 
             def advance(path: Path, n: int | None) -> None:
@@ -94,7 +100,11 @@ def load(
                 progress.update(task, description=path.name, records=done["records"])
 
             with trust_link(settings.repo, source_system) as link:
-                reports = load_through_trust(db, settings.repo, link, files, source_system, advance)
+                reports = []
+                for fmt, unit in units:
+                    step = (lambda n, u=unit: advance(u, n))
+                    reports.append(load_source(db, settings.repo, link, str(unit), fmt.read(unit), source_system, step))
+                    advance(unit, None)
                 applied = apply_changes(db, settings.repo, link)
     finally:
         db.close()

@@ -21,8 +21,8 @@ from dic.engines import Database
 from dic.errors import ConfigError
 from dic.repository import (
     BatchReport,
-    attach_specimen_subjects,
     Move,
+    attach_specimen_subjects,
     load_records,
     merge_patients,
     read_config,
@@ -104,13 +104,8 @@ def load_source(db: Database, repo: Path, link: TrustLink, source: str, records:
     `PatientMerge`s) through the trust center: codes checked and values normalized, Patients registered
     and ids pseudonymized, observations on a specimen given its patient, consents forwarded, one Patient
     per person; then stored in one transaction (see `dic.repository.load_records`)."""
+    from dic.terminology import annotate
     from dic.trust import pseudonymize
-
-    try:  # INTEGRATION: the terminology package lands in this change
-        from dic.terminology import annotate
-    except ImportError:
-        def annotate(records: Iterable[Any]) -> Iterable[Any]:
-            return records
 
     key = resource_key(repo)
     stream = pseudonymize(annotate(records), link.registry, key, source_system=source_system)

@@ -11,12 +11,20 @@ from dic.sources.record import Entry, PatientMerge, Rejection, SourceResource
 _BULK_EXPORT = {"BulkExportResult", "ExportProgress", "ExportedFile", "export_to_folder"}
 
 
+_FORMATS = {"SourceFormat", "mapping_format", "plan_load", "source_formats"}
+
+
 def __getattr__(name: str) -> Any:
     # The $export client pulls in httpx; only `dic load --bulk-export` needs it.
     if name in _BULK_EXPORT:
         from dic.sources import bulk_export
 
         return getattr(bulk_export, name)
+    # The adapters pull in python-hl7, pysam and openpyxl; FHIR loads do without them.
+    if name in _FORMATS:
+        from dic.sources import formats
+
+        return getattr(formats, name)
     raise AttributeError(f"module 'dic.sources' has no attribute {name!r}")
 
 
@@ -28,12 +36,16 @@ __all__ = [
     "IdentityRecord",
     "PatientMerge",
     "Rejection",
+    "SourceFormat",
     "SourceResource",
     "export_to_folder",
     "find_fhir_files",
     "is_fhir_file",
+    "mapping_format",
     "patient_idat",
     "patient_number",
+    "plan_load",
     "read_fhir",
     "read_identity_records",
+    "source_formats",
 ]
