@@ -3,6 +3,7 @@
 from dic.cli import (  # noqa: F401  (registers commands)
     conformance_commands,
     demo,
+    listen_commands,
     repository_commands,
     synth_commands,
     term_commands,

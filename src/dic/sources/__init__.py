@@ -12,6 +12,7 @@ _BULK_EXPORT = {"BulkExportResult", "ExportProgress", "ExportedFile", "export_to
 
 
 _FORMATS = {"SourceFormat", "mapping_format", "plan_load", "source_formats"}
+_LIVE_FEED = {"MllpListener": "dic.sources.mllp", "Spool": "dic.sources.mllp", "message_records": "dic.sources.hl7v2"}
 
 
 def __getattr__(name: str) -> Any:
@@ -25,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from dic.sources import formats
 
         return getattr(formats, name)
+    if name in _LIVE_FEED:
+        from importlib import import_module
+
+        return getattr(import_module(_LIVE_FEED[name]), name)
     raise AttributeError(f"module 'dic.sources' has no attribute {name!r}")
 
 
@@ -34,14 +39,17 @@ __all__ = [
     "ExportProgress",
     "ExportedFile",
     "IdentityRecord",
+    "MllpListener",
     "PatientMerge",
     "Rejection",
     "SourceFormat",
     "SourceResource",
+    "Spool",
     "export_to_folder",
     "find_fhir_files",
     "is_fhir_file",
     "mapping_format",
+    "message_records",
     "patient_idat",
     "patient_number",
     "plan_load",
