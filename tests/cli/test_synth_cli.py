@@ -62,3 +62,8 @@ def test_demo_runs_from_the_test_world_and_reconciles(dic: Callable, tmp_path: P
     linkage = report["linkage"]
     assert linkage["precision"] >= 0.98 and linkage["recall"] >= 0.98, linkage
     assert linkage["one_pseudonym"] >= 0.97 * linkage["persons"], linkage
+    feasibility = {f["query"]: f for f in report["feasibility"]}
+    assert {"ms-on-therapy-edss-4", "parkinson-prior-constipation", "diabetes-hba1c-over-7",
+            "alt-rise-after-atorvastatin"} == set(feasibility)
+    # counts leave only as "< threshold" or a perturbed number; never more than the world's patients
+    assert all(f["count"].startswith("< ") or 0 < int(f["count"]) <= patients for f in feasibility.values())

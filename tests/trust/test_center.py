@@ -334,6 +334,31 @@ def test_consent_checks_and_withdrawals(center: TrustCenter, synth_consents: dic
         center.record_consents(HIS, consents)
 
 
+def test_project_members_are_released_only_with_consent_for_the_projects_purpose(
+        center: TrustCenter, synth_consents: dict) -> None:
+    permitted = register_one(center, HIS, "h-1", JUERGEN).pseudonym
+    withdrew = register_one(center, HIS, "h-2", ANNA).pseudonym
+    unconsented = register_one(center, HIS, "h-3", {**ANNA, "given_names": "Berta", "birth_date": "1950-05-05",
+                                                    "insurance_number": "C111111111"}).pseudonym
+    center.record_consents(DIC, as_patient(synth_consents["permitted"], permitted)
+                           + as_patient(synth_consents["withdrew"], withdrew))
+    center.add_project(STAFF, "ms-study", MDAT)
+    given = day(synth_consents["permitted"][0]["dateTime"])
+    withdrawn = day(synth_consents["withdrew"][1]["dateTime"])
+    later = max(given, withdrawn) + timedelta(days=10)
+    released = center.project_members(DIC, "ms-study", [(permitted, later), (withdrew, later), (unconsented, later)])
+    assert set(released) == {permitted}, "no consent, or a withdrawn one: not released"
+    assert released[permitted] == center.project_pseudonyms(DIC, "ms-study", [permitted])[permitted]
+    assert released[permitted] != permitted
+    assert center.project_members(DIC, "ms-study", [(permitted, given - timedelta(days=1))]) == {}, "data before consent"
+    with pytest.raises(InputError, match="no approved project"):
+        center.project_members(DIC, "nope", [(permitted, later)])
+    with pytest.raises(NotAuthorized):
+        center.project_members(HIS, "ms-study", [(permitted, later)])
+    entry = center.db.row("SELECT detail FROM audit_entry WHERE action = 'project-members' AND outcome = 'allowed'")
+    assert orjson.loads(entry[0]) == {"asked": 3, "released": 1, "purpose": MDAT}
+
+
 def test_a_consent_follows_its_person_through_a_merge(center: TrustCenter, synth_consents: dict) -> None:
     register_one(center, HIS, "h-1", JUERGEN)
     unsure = register_one(center, LAB, "l-1", JOERG)

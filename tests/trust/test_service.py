@@ -37,7 +37,7 @@ FAMILY = ["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagne
           "Schwarz", "Zimmermann"]
 ENDPOINTS = {
     "/v1/patients", "/v1/patients/lookup", "/v1/patients/merge", "/v1/consents", "/v1/may-use", "/v1/withdrawals", "/v1/projects",
-    "/v1/projects/{project}/pseudonyms", "/v1/changes", "/v1/review", "/v1/review/{review_id}",
+    "/v1/projects/{project}/pseudonyms", "/v1/projects/{project}/members", "/v1/changes", "/v1/review", "/v1/review/{review_id}",
     "/v1/persons/merge", "/v1/persons/split", "/v1/reidentify/{pseudonym}", "/v1/audit/verify", "/v1/keys/rotate",
 }
 

@@ -1,6 +1,8 @@
 """The `dic` command line: parse, call one function of a lower layer, render."""
 
 from dic.cli import (  # noqa: F401  (registers commands)
+    api_commands,
+    cohort_commands,
     conformance_commands,
     demo,
     listen_commands,

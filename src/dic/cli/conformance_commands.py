@@ -1,4 +1,4 @@
-"""Conformance suites: run the official SQL-on-FHIR v2 tests and print a line per test."""
+"""Conformance suites: the official SQL-on-FHIR v2 tests and CCDL cases (MII layout), a line per test."""
 
 from __future__ import annotations
 
@@ -37,4 +37,26 @@ def sql_on_fhir(
     for line in format_lines(result):
         console.out(line, highlight=False)
     if result.failed:
+        raise typer.Exit(1)
+
+
+@conformance_app.command("ccdl")
+def ccdl(
+    folder: Path = typer.Argument(..., help="Case folder: <name>.json, testdata/<name>-data.json, "
+                                            "testdata/<name>-expected.json (the MII layout)."),
+    engine: Engine = typer.Option(Engine.duckdb, help="The engine of the scratch repositories."),
+    url: str = typer.Option(None, help="PostgreSQL URL (with --engine postgres); its tables are replaced."),
+    isolate: bool = typer.Option(False, help="One scratch repository per case (by default cases whose "
+                                              "resource ids do not collide share one)."),
+) -> None:
+    """Run CCDL conformance cases; the last line is 'N passed, M failed', exit 1 if any failed."""
+    from dic.cohort import run_cases
+
+    report = run_cases(folder, engine, url, isolate=isolate)
+    if settings.json:
+        print_json(report.as_dict())
+    else:
+        for line in report.lines():
+            console.out(line, highlight=False)
+    if report.failed:
         raise typer.Exit(1)

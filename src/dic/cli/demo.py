@@ -7,7 +7,8 @@ adapter and the in-process trust center into a fresh repository: patients regist
 identifying data removed, pseudonyms only. The demo prints the reconciliation per source, loads
 everything again (nothing changes), measures the linkage against the synthetic truth (does each
 person's data from all sources end up under one pseudonym?), materializes the views and shows
-what is where.
+what is where, and ends with feasibility queries of the mission's use cases (CCDL, compiled to
+SQL) and their disclosure-controlled counts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import csv
 import shutil
 import time
 from collections.abc import Callable
+from datetime import date
+from importlib.resources import files
 from pathlib import Path
 
 import orjson
@@ -33,6 +36,7 @@ from dic.views import load_catalog, refresh_views
 SITE_SOURCES = (("his-fhir", "his"), ("lab", "lab"), ("billing", "billing"), ("ms-registry", "ms-registry"),
                 ("biobank", "biobank"), ("genomics", "biobank"))
 RECONCILIATION = ("read", "loaded", "updated", "unchanged", "deleted", "quarantined")
+SYNTH_WINDOW_END = date(2025, 12, 31)  # `dic synth` writes data of 2015–2025: "now" for the use-case queries
 
 
 @app.command()
@@ -64,6 +68,8 @@ def demo(
         counts = resource_counts(db)
         rejected = quarantine_list(db, limit=10)
         quality = linkage_quality(db, trust, world, generated.sites)
+        with console.status("answering feasibility queries", spinner="dots"):
+            feasibility = use_case_counts(db, repo)
     finally:
         db.close()
     seconds = time.perf_counter() - started
@@ -72,7 +78,8 @@ def demo(
         print_json({"generated": generated.as_dict(),
                     "load": {k: [r.as_dict() for r in v] for k, v in first.items()},
                     "reload_changed": changed, "resources": counts, "views": {v.name: v.rows for v in views},
-                    "quarantined": len(rejected), "linkage": quality, "seconds": seconds})
+                    "quarantined": len(rejected), "linkage": quality, "feasibility": feasibility,
+                    "seconds": seconds})
         return
     console.rule("[bold]DIC demo[/bold]")
     print_rows(["site", "source", "records"],
@@ -95,7 +102,12 @@ def demo(
     print_rows(["view", "rows", "mode"], [[v.name, v.rows, v.mode] for v in views], title="Standard views")
     print_rows(["file", "position", "reason"], [[Path(r["source"]).name, r["position"], r["reason"]] for r in rejected],
                title="Quarantine (bad records kept with their reason)")
-    console.print(f"done in {seconds:.1f} s — repository at {repo}; try: dic --repo {repo} sql "
+    print_rows(["query", "question", "patients", "by sex"],
+               [[f["query"], f["display"], f["count"], f["by_sex"]] for f in feasibility],
+               title=f"Feasibility (CCDL → SQL; counts disclosure-controlled, 'now' = {SYNTH_WINDOW_END})")
+    console.print(f"done in {seconds:.1f} s — repository at {repo}; try: dic --repo {repo} cohort count "
+                  f"{files('dic.cohort') / 'use_cases' / 'ms-on-therapy-edss-4.json'}", highlight=False)
+    console.print(f"or: dic --repo {repo} sql "
                   "\"SELECT gender, count(*) FROM patient GROUP BY gender\"", highlight=False)
 
 
@@ -163,3 +175,19 @@ def linkage_quality(db: Database, trust: Path, world: Path, sites: list[str]) ->
     return {"records": sum(k in truth for k in found), "persons": len(persons), "review": review,
             "precision": precision, "recall": recall, "f1": f1,
             "one_pseudonym": sum(len(pids) == 1 for pids in persons.values())}
+
+
+def use_case_counts(db: Database, repo: Path) -> list[dict[str, str]]:
+    """The shipped use-case queries (MS, Parkinson's, diabetes, a drug-safety signal), answered safely."""
+    from dic.cli.cohort_commands import disclosure
+    from dic.cohort import count_cohort, parse_ccdl
+
+    rules, secret = disclosure(repo)
+    answers = []
+    for path in sorted(Path(str(files("dic.cohort") / "use_cases")).glob("*.json")):
+        query = parse_ccdl(path.read_bytes(), path.name)
+        answer = count_cohort(db, query, SYNTH_WINDOW_END, rules=rules, secret=secret, actor="demo",
+                              breakdowns=["sex"])
+        by_sex = ", ".join(f"{' / '.join(c.labels)} {c.text}" for c in answer.breakdowns["sex"])
+        answers.append({"query": path.stem, "display": query.display, "count": answer.count.text, "by_sex": by_sex})
+    return answers

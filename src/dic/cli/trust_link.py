@@ -57,23 +57,20 @@ class TrustLink:
 
 @contextmanager
 def trust_link(repo: Path, source_system: str) -> Iterator[TrustLink]:
-    where = read_config(repo).trust
-    if where and where.startswith(("http://", "https://")):
-        from dic.trust import HttpTrust
+    from dic.trust import connect
 
+    where = read_config(repo).trust or ""
+    if where.startswith(("http://", "https://")):
         keys = {name: os.environ.get(name) for name in ("DIC_TRUST_SOURCE_KEY", "DIC_TRUST_DIC_KEY")}
         if not all(keys.values()):
             raise ConfigError(f"the trust center at {where} needs DIC_TRUST_SOURCE_KEY and DIC_TRUST_DIC_KEY")
-        registry, dic = HttpTrust(where, keys["DIC_TRUST_SOURCE_KEY"]), HttpTrust(where, keys["DIC_TRUST_DIC_KEY"])
-        try:
+        with connect(where, source_system, "source", keys["DIC_TRUST_SOURCE_KEY"]) as registry, \
+                connect(where, "dic", "dic", keys["DIC_TRUST_DIC_KEY"]) as dic:
             yield TrustLink(registry, dic)
-        finally:
-            registry.close()
-            dic.close()
         return
     from dic.trust import Caller, LocalTrust, TrustCenter
 
-    center = TrustCenter.open(Path(where))
+    center = TrustCenter.open(Path(where))  # one in-process center serves both callers
     try:
         yield TrustLink(LocalTrust(center, Caller(source_system, "source")), LocalTrust(center, Caller("dic", "dic")))
     finally:

@@ -6,6 +6,14 @@ from pathlib import Path
 
 from dic.engines.database import ColumnDef, Database, Result, column, table
 from dic.engines.engine import Engine
+from dic.engines.fhir_time import (
+    FAR_FUTURE,
+    FAR_PAST,
+    fhir_time_high,
+    fhir_time_low,
+    shift,
+    timestamp_literal,
+)
 from dic.engines.render import parse_sql, render
 
 
@@ -34,4 +42,20 @@ def connect(engine: Engine | str, url: str | Path, *, read_only: bool = False) -
     )
 
 
-__all__ = ["ColumnDef", "Database", "Engine", "Result", "column", "connect", "parse_sql", "render", "table"]
+__all__ = [
+    "FAR_FUTURE",
+    "FAR_PAST",
+    "ColumnDef",
+    "Database",
+    "Engine",
+    "Result",
+    "column",
+    "connect",
+    "fhir_time_high",
+    "fhir_time_low",
+    "parse_sql",
+    "render",
+    "shift",
+    "table",
+    "timestamp_literal",
+]

@@ -11,6 +11,8 @@ are rendered here, one function per node and engine:
 | JsonText          | json_extract_string(x, '$')    | x #>> '{}'                         | x (already text)                     |
 | Collection*       | list functions and lambdas     | subqueries over jsonb_array_elements | higher-order functions             |
 | JsonElements      | unnest … WITH ORDINALITY       | jsonb_array_elements … WITH ORDINALITY | posexplode                       |
+
+The FHIR time nodes of `fhir_time.py` (FhirTimeLow/High) expand to the same portable SQL on each.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlglot.generator import Generator
 
 from dic.engines import json_functions as jf
 from dic.engines.engine import Engine
+from dic.engines.fhir_time import FhirTimeHigh, FhirTimeLow, expand_high, expand_low
 
 Transform = Callable[[Generator, exp.Expression], str]
 
@@ -304,6 +307,16 @@ SPARK_TRANSFORMS: dict[type[exp.Expression], Transform] = {
     jf.JsonTextBundle: lambda self, e: "NULL",
     jf.JsonTextPick: lambda self, e: self.sql(e.args["original"]),
 }
+
+
+# FHIR date/dateTime text → UTC TIMESTAMP bounds (fhir_time.py): the same portable SQL everywhere
+FHIR_TIME_TRANSFORMS: dict[type[exp.Expression], Transform] = {
+    FhirTimeLow: lambda self, e: self.sql(expand_low(e.this)),
+    FhirTimeHigh: lambda self, e: self.sql(expand_high(e.this, e.args["low"])),
+}
+DUCKDB_TRANSFORMS.update(FHIR_TIME_TRANSFORMS)
+POSTGRES_TRANSFORMS.update(FHIR_TIME_TRANSFORMS)
+SPARK_TRANSFORMS.update(FHIR_TIME_TRANSFORMS)
 
 
 class DicDuckDB(DuckDB):

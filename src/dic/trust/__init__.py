@@ -27,6 +27,7 @@ _LAZY = {
     "Change": "dic.trust.center",
     "LocalTrust": "dic.trust.client",
     "HttpTrust": "dic.trust.client",
+    "connect": "dic.trust.client",
     "create_app": "dic.trust.service",
     "read_pseudonymized": "dic.trust.fhir_pseudonymizer",
     "pseudonymize": "dic.trust.fhir_pseudonymizer",

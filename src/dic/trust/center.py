@@ -275,6 +275,28 @@ class TrustCenter:
 
         return self.run_audited(caller, "project-pseudonyms", project, run, pseudonyms=len(pseudonyms))
 
+    def project_members(self, caller: Caller, project: str, members: Sequence[tuple[str, date]],
+                        as_of: date | None = None) -> dict[str, str]:
+        """A cohort's member list for `project`: DIC pseudonym -> project pseudonym, only for persons whose
+        consent covers the project's purpose for the data of that date (consent is decided here, where it lives)."""
+
+        def run(detail: dict[str, Any]) -> dict[str, str]:
+            row = self.db.row("SELECT domain, purpose FROM project WHERE name = ?", (project,))
+            if row is None:
+                raise InputError(f"no approved project {project!r}")
+            domain, purpose = row
+            released = {}
+            for text, data_date in members:
+                pid, source_domain = patient_list.pid_of_pseudonym(self.db, text)
+                if source_domain != DIC_DOMAIN:
+                    raise InputError(f"{text} is not a DIC pseudonym")
+                if may_use(self._consents(pid), purpose, data_date, as_of or date.today()):
+                    released[text] = pseudonym_of(self.db, self.keys, pid, domain)
+            detail.update(asked=len(members), released=len(released), purpose=purpose)
+            return released
+
+        return self.run_audited(caller, "project-members", project, run)
+
     # ------------------------------------------------------------------ the change feed
     def changes(self, caller: Caller, since: int = 0) -> list[Change]:
         def run(detail: dict[str, Any]) -> list[Change]:

@@ -2,6 +2,7 @@
 
     LocalTrust(center, caller)   in-process (the embedded set-up: `dic demo`, tests)
     HttpTrust(url, api_key)      the service started by `dic trust serve`
+    connect(where, system, role, api_key)   either, from a repository's trust setting (folder or URL)
 
 Both validate IDAT before sending (so one malformed record is refused on its own and the
 others still register) and both end in the same `TrustCenter` methods, which authorize and
@@ -11,13 +12,15 @@ audit every call. Both satisfy `PatientRegistry`, the loaders' view of the trust
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from dic.errors import InputError, NotAuthenticated, NotAuthorized, SiteError
+from dic.errors import ConfigError, InputError, NotAuthenticated, NotAuthorized, SiteError
 from dic.trust.access import Caller
 from dic.trust.center import Change, TrustCenter, Withdrawal, check_idat
 from dic.trust.registry import Registration
@@ -64,6 +67,9 @@ class LocalTrust(_Registry):
 
     def project_pseudonyms(self, project: str, pseudonyms: Sequence[str]) -> dict[str, str]:
         return self.center.project_pseudonyms(self.caller, project, pseudonyms)
+
+    def project_members(self, project: str, members: Sequence[tuple[str, date]]) -> dict[str, str]:
+        return self.center.project_members(self.caller, project, members)
 
     def changes(self, since: int = 0) -> list[Change]:
         return self.center.changes(self.caller, since)
@@ -125,5 +131,29 @@ class HttpTrust(_Registry):
     def project_pseudonyms(self, project: str, pseudonyms: Sequence[str]) -> dict[str, str]:
         return self._call("POST", f"/v1/projects/{project}/pseudonyms", json={"pseudonyms": list(pseudonyms)})["pseudonyms"]
 
+    def project_members(self, project: str, members: Sequence[tuple[str, date]]) -> dict[str, str]:
+        body = {"members": [{"pseudonym": p, "data_date": d.isoformat()} for p, d in members]}
+        return self._call("POST", f"/v1/projects/{project}/members", json=body)["members"]
+
     def changes(self, since: int = 0) -> list[Change]:
         return [Change(**c) for c in self._call("GET", "/v1/changes", params={"since": since})["changes"]]
+
+
+@contextmanager
+def connect(where: str, system: str, role: str, api_key: str | None = None) -> Iterator[LocalTrust | HttpTrust]:
+    """The trust center named by a repository's setting: a URL (`dic trust serve`, with `api_key`) or a
+    folder (opened in-process; the caller is `system` with `role`)."""
+    if where.startswith(("http://", "https://")):
+        if not api_key:
+            raise ConfigError(f"the trust center at {where} needs an API key for {system}")
+        client = HttpTrust(where, api_key)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    center = TrustCenter.open(Path(where))
+    try:
+        yield LocalTrust(center, Caller(system, role))
+    finally:
+        center.close()

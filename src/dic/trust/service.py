@@ -51,6 +51,15 @@ class PseudonymsRequest(_Body):
     pseudonyms: list[str] = Field(max_length=MAX_RECORDS)
 
 
+class Member(_Body):
+    pseudonym: str
+    data_date: date
+
+
+class MembersRequest(_Body):
+    members: list[Member] = Field(max_length=MAX_RECORDS)
+
+
 class DecisionRequest(_Body):
     same: bool
 
@@ -130,6 +139,11 @@ def create_app(center: TrustCenter) -> FastAPI:
     @app.post("/v1/projects/{project}/pseudonyms", summary="DIC pseudonyms -> project pseudonyms")
     def project_pseudonyms(project: str, body: PseudonymsRequest, who: Caller = me) -> dict[str, Any]:
         return {"pseudonyms": center.project_pseudonyms(who, project, body.pseudonyms)}
+
+    @app.post("/v1/projects/{project}/members", summary="A cohort's members -> project pseudonyms, consent-filtered")
+    def project_members(project: str, body: MembersRequest, who: Caller = me) -> dict[str, Any]:
+        members = [(m.pseudonym, m.data_date) for m in body.members]
+        return {"members": center.project_members(who, project, members)}
 
     @app.get("/v1/changes", summary="Merges and splits since a sequence number (the DIC re-attributes data)")
     def changes(since: int = 0, who: Caller = me) -> dict[str, Any]:
