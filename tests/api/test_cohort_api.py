@@ -107,34 +107,36 @@ def test_count_is_released_within_the_noise_bound_and_the_raw_count_only_logged(
 
 
 def test_members_are_project_pseudonyms_of_consenting_members_only(site: Path, dic: Callable) -> None:
-    from dic.cohort import cohort_patients, parse_ccdl
+    from dic.cohort import parse_ccdl
+    from dic.cohort.feasibility import cohort_rows
     from dic.repository import open_repository
 
     db = open_repository(site / "repo", read_only=True)
     try:
-        keys = cohort_patients(db, parse_ccdl(HYPERTENSION), REFERENCE)
+        rows = cohort_rows(db, parse_ccdl(HYPERTENSION), REFERENCE)
     finally:
         db.close()
     center = TrustCenter.open(site / "repo-trust")
     try:
-        # the independent path: ask the trust center person by person (at the reference date: an upper bound
-        # of the consent window, index dates lie before it)
-        allowed = {k for k in keys if center.may_use(DIC, k.removeprefix("Patient/"), "research-medical-data",
-                                                     REFERENCE, as_of=date.today())}
+        # the independent path: the trust center asked person by person about the data of the index day
+        allowed = [r.patient_key.removeprefix("Patient/") for r in rows
+                   if center.may_use(DIC, r.patient_key.removeprefix("Patient/"), "research-medical-data",
+                                     r.index_date or REFERENCE)]
+        expected = set(center.project_pseudonyms(DIC, "bp-study", allowed).values())
     finally:
         center.close()
     out = orjson.loads(dic("--repo", str(site / "repo"), "--json", "cohort", "members", str(site / "hypertension.json"),
                            "--project", "bp-study", "--reference-date", REFERENCE.isoformat()).stdout)
     members = out["members"]
-    assert 0 < len(members) <= len(allowed) < len(keys), "consent filters, and some members have none"
-    assert not set(members) & {k.removeprefix("Patient/") for k in keys}, "project pseudonyms, not DIC pseudonyms"
+    assert set(members) == expected and 0 < len(members) < len(rows), "consent filters; some members have none"
+    assert not set(members) & {r.patient_key.removeprefix("Patient/") for r in rows}, "project, not DIC pseudonyms"
     other = orjson.loads(dic("--repo", str(site / "repo"), "--json", "cohort", "members",
                              str(site / "hypertension.json"), "--project", "other-study", "--reference-date",
                              REFERENCE.isoformat()).stdout)["members"]
     assert len(other) == len(members) and not set(other) & set(members), "unjoinable across projects"
     failed = dic("--repo", str(site / "repo"), "cohort", "members", str(site / "hypertension.json"), "--project",
                  "not-approved", check=False)
-    assert failed.code != 0 and "no approved project" in failed.out + failed.err
+    assert failed.returncode != 0 and "no approved project" in failed.stdout + failed.stderr
 
 
 def test_characterize_and_explain(site: Path, dic: Callable) -> None:
@@ -180,6 +182,7 @@ def api(site: Path) -> Iterator[tuple[str, dict[str, str]]]:
     yield f"http://127.0.0.1:{port}", keys
     server.should_exit = True
     thread.join(timeout=10)
+    os.environ.pop("DIC_API_REPO", None)
 
 
 def _post(url: str, key: str | None, path: str, body: Any, **params: Any) -> httpx.Response:

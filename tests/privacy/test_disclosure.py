@@ -175,6 +175,14 @@ def test_one_dimension_a_lone_small_cell_takes_the_next_smallest_with_it() -> No
     assert all((c.lower, c.upper) == (0, None) for c in released if c.suppressed)
 
 
+def test_cells_and_counts_as_json() -> None:
+    cell = release_breakdown({("f", "40-49"): 3}, b"t", RULES, SECRET)[0]
+    assert cell.as_dict() == {"labels": ["f", "40-49"], "text": SUPPRESSED, "value": None, "lower": 0,
+                              "upper": None}
+    count = release_count(2, b"t", RULES, SECRET)
+    assert count.as_dict() == {"text": "< 5", "value": None, "lower": 0, "upper": 4}
+
+
 def test_one_dimension_two_small_cells_need_no_complement() -> None:
     cells = {("a",): 20, ("b",): 3, ("c",): 0, ("d",): 12}
     released = release_breakdown(cells, b"t", rules_with(noise__max=0), SECRET)

@@ -26,7 +26,14 @@ from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from dic.errors import ConfigError, DefinitionError, DisclosureError, InputError, NotAuthenticated, NotAuthorized
+from dic.errors import (
+    ConfigError,
+    DefinitionError,
+    DisclosureError,
+    InputError,
+    NotAuthenticated,
+    NotAuthorized,
+)
 from dic.privacy import Client, authenticate, require
 
 CCDL = Body(..., description="A CCDL query (MII Clinical Cohort Definition Language, version 2 or 3).")
@@ -44,7 +51,7 @@ def create_app(repo: Path, dic_trust: Callable[[], AbstractContextManager[Any]])
     one_at_a_time = threading.Lock()
     rules, secret = site_rules(repo), site_secret(repo)
 
-    def client(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Client:  # noqa: B008
+    def client(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Client:
         return authenticate(repo, credentials.credentials if credentials else None)
 
     @app.exception_handler(NotAuthenticated)

@@ -54,10 +54,9 @@ def _actor() -> str:
 
 def disclosure(repo: Path) -> tuple[Any, bytes]:
     """The site's disclosure rules and secret."""
-    from dic.privacy import load_rules, site_secret
+    from dic.privacy import site_rules, site_secret
 
-    own = repo / "disclosure.yaml"
-    return load_rules(own if own.exists() else None), site_secret(repo)
+    return site_rules(repo), site_secret(repo)
 
 
 @cohort_app.command()

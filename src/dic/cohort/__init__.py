@@ -25,8 +25,8 @@ _LAZY = {
     "count_cohort": "dic.cohort.feasibility",
     "FeasibilityAnswer": "dic.cohort.feasibility",
     "cohort_members": "dic.cohort.members",
-    "characterize": "dic.cohort.characterize",
-    "Characterization": "dic.cohort.characterize",
+    "characterize": "dic.cohort.characterization",
+    "Characterization": "dic.cohort.characterization",
     "run_cases": "dic.cohort.conformance",
 }
 

@@ -16,9 +16,10 @@ invalid or whose data the loader rejects fails with the reason; nothing here rai
 Each case's Bundle is read like a load (`dic.sources.read_fhir`, identifying elements kept: test
 data), annotated like a load (`dic.terminology.annotate_resource`: the normalized lab values the
 quantity filters compare), loaded without the trust center, the standard views refreshed, and the
-query answered by `cohort_patients`. Loading a scratch repository and materializing the views
-costs about 5 s (23 views at ~0.2 s each on DuckDB, 2 cores) against ~0.1 s per query, so cases
-whose resources share no (type, id) are loaded side by side into one scratch repository:
+query answered by `cohort_patients`. Materializing the standard views of a scratch repository
+costs about 5 s (23 views at ~0.2 s each on DuckDB, 2 cores, even for a handful of resources), as
+much as several queries (0.1-2 s each, mostly compiling and rendering the SQL), so cases whose
+resources share no (type, id) are loaded side by side into one scratch repository:
 membership is decided per patient, and a case only looks at its own Bundle's patients (an expected
 id that is no Patient of its Bundle breaks the case). `isolate=True` gives each case its own.
 """

@@ -11,7 +11,7 @@ nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -22,7 +22,15 @@ from dic.cohort.compiler import compile_query
 from dic.cohort.model import Query
 from dic.engines import Database, column, table
 from dic.errors import InputError
-from dic.privacy import ReleasedCell, ReleasedCount, age_band, query_log, release_breakdown, release_count
+from dic.privacy import (
+    ReleasedCell,
+    ReleasedCount,
+    age_band,
+    fingerprint,
+    query_log,
+    release_breakdown,
+    release_count,
+)
 
 BREAKDOWNS = ("age", "sex", "site")
 
@@ -57,13 +65,6 @@ class FeasibilityAnswer:
 def query_hash(query: Query, reference_date: date) -> str:
     """Identifies a question in the log (the parsed query: cosmetic differences of the JSON do not count)."""
     return hashlib.sha256(f"{query!r}|{reference_date.isoformat()}".encode()).hexdigest()
-
-
-def member_fingerprint(keys: Iterable[str], salt: str = "") -> bytes:
-    digest = hashlib.sha256(salt.encode())
-    for key in sorted(keys):
-        digest.update(key.encode() + b"\n")
-    return digest.digest()
 
 
 def cohort_rows(db: Database, query: Query, reference_date: date) -> list[Member]:
@@ -108,6 +109,12 @@ def breakdown_cells(members: Sequence[Member], name: str, reference_date: date, 
     return cells
 
 
+def release_cells(cells: dict[tuple[str, ...], list[str]], whole: bytes, rules: Any, secret: bytes) -> list[ReleasedCell]:
+    """A breakdown released cell by cell, each seeded by its own members (the cell key method)."""
+    return release_breakdown({label: len(ids) for label, ids in cells.items()}, whole, rules, secret,
+                             cell_fingerprints={label: fingerprint(ids) for label, ids in cells.items()})
+
+
 def count_cohort(db: Database, query: Query, reference_date: date, *, rules: Any, secret: bytes, actor: str,
                  breakdowns: Sequence[str] = ()) -> FeasibilityAnswer:
     """The disclosure-controlled count (and breakdowns) of `query`; the raw count goes to the query log only."""
@@ -116,12 +123,10 @@ def count_cohort(db: Database, query: Query, reference_date: date, *, rules: Any
         raise InputError(f"unknown breakdown(s) {', '.join(unknown)}; known: {', '.join(BREAKDOWNS)}")
     members = cohort_rows(db, query, reference_date)
     keys = [m.patient_key for m in members]
-    released = release_count(len(keys), member_fingerprint(keys, "count"), rules, secret)
-    tables: dict[str, list[ReleasedCell]] = {}
-    for name in breakdowns:
-        cells = breakdown_cells(members, name, reference_date, rules)
-        counts = {label: len(ids) for label, ids in cells.items()}
-        tables[name] = release_breakdown(counts, member_fingerprint(keys, f"breakdown:{name}"), rules, secret)
+    whole = fingerprint(keys)
+    released = release_count(len(keys), whole, rules, secret)
+    tables = {name: release_cells(breakdown_cells(members, name, reference_date, rules), whole, rules, secret)
+              for name in breakdowns}
     query_log.record(db, actor, "count", query_hash(query, reference_date), len(keys), released.text,
                      {"breakdowns": list(breakdowns), "reference_date": reference_date.isoformat()})
     return FeasibilityAnswer(released, reference_date, tables, query.warnings)

@@ -33,6 +33,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 
@@ -49,7 +50,10 @@ class ReleasedCount:
     text: str
     value: int | None
     lower: int
-    upper: int | None  # None: no upper bound is known (a complementary-suppressed cell)
+    upper: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "value": self.value, "lower": self.lower, "upper": self.upper}
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,15 @@ class ReleasedCell:
     text: str
     value: int | None
     lower: int
-    upper: int | None
+    upper: int | None  # None: no upper bound is known (a suppressed cell, with complementary suppression)
 
     @property
     def suppressed(self) -> bool:
         return self.value is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "text": self.text, "value": self.value, "lower": self.lower,
+                "upper": self.upper}
 
 
 def fingerprint(members: Iterable[str]) -> bytes:

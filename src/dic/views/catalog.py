@@ -17,7 +17,7 @@ from dic.errors import DefinitionError, Problem
 from dic.views.validation import validate_view
 from dic.views.view_definition import ViewDefinition
 
-RESERVED_NAMES = frozenset({"resource", "resource_history", "load_batch", "quarantine", "view_state"})
+RESERVED_NAMES = frozenset({"resource", "resource_history", "load_batch", "quarantine", "view_state", "query_log"})
 
 
 @dataclass

@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from functools import cache
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -55,6 +55,7 @@ PROFILES = {
 }
 VITAL_SIGNS = {"8310-5", "8867-4", "9279-1", "29463-7"}
 
+
 @cache
 def display_of(system: str, code: str) -> str | None:
     """The display our terminology gives a code (None for codes it does not hold: SNOMED, LOINC answers)."""
@@ -65,8 +66,6 @@ def display_of(system: str, code: str) -> str | None:
         return lookup(system, code).display
     except InputError:
         return None
-
-
 
 
 def when(value: str) -> str:

@@ -4,7 +4,6 @@ consent, and the inclusion AND-of-OR / exclusion OR-of-AND polarity. Written by 
 from __future__ import annotations
 
 from build_cases import (
-    FEMALE,
     ICD10GM_DIMDI,
     LOINC,
     MALE,

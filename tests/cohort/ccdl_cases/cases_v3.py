@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from build_cases import (
     FEMALE,
-    MALE,
     NOW,
     Case,
     after,

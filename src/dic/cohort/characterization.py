@@ -15,6 +15,7 @@ shown only for rows whose patient count clears the breakdown's minimum cell.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import statistics
 from collections.abc import Sequence
@@ -24,11 +25,11 @@ from typing import Any
 
 from sqlglot import exp
 
-from dic.cohort.feasibility import Member, age_at, breakdown_cells, cohort_rows, member_fingerprint, query_hash
+from dic.cohort.feasibility import Member, age_at, breakdown_cells, cohort_rows, query_hash, release_cells
 from dic.cohort.model import Query
 from dic.engines import ColumnDef, Database, column, table
 from dic.errors import DisclosureError
-from dic.privacy import ReleasedCell, ReleasedCount, age_band, query_log, release_breakdown, release_count
+from dic.privacy import ReleasedCell, ReleasedCount, age_band, fingerprint, query_log, release_count
 
 TOP = 10
 LOOKBACK_DAYS = 365
@@ -132,8 +133,9 @@ def _stage_members(db: Database, members: Sequence[Member], reference_date: date
     return name
 
 
-def _ranked(counts: dict[str, int], keys: list[str], kind: str, rules: Any, secret: bytes) -> list[Row]:
-    rows = [Row(label, release_count(n, member_fingerprint(keys, f"{kind}:{label}"), rules, secret))
+def _ranked(counts: dict[str, int], whole: bytes, kind: str, rules: Any, secret: bytes) -> list[Row]:
+    # a row's members are not fetched: its noise is seeded by the cohort and the row
+    rows = [Row(label, release_count(n, hashlib.sha256(whole + f"{kind}:{label}".encode()).digest(), rules, secret))
             for label, n in counts.items()]
     rows.sort(key=lambda r: (-(r.patients.value or 0), r.label))
     return rows[:TOP]
@@ -143,20 +145,19 @@ def characterize(db: Database, query: Query, reference_date: date, *, rules: Any
                  actor: str) -> Characterization:
     members = cohort_rows(db, query, reference_date)
     keys = [m.patient_key for m in members]
-    patients = release_count(len(keys), member_fingerprint(keys, "count"), rules, secret)
+    whole = fingerprint(keys)
+    patients = release_count(len(keys), whole, rules, secret)
     query_log.record(db, actor, "characterize", query_hash(query, reference_date), len(keys), patients.text,
                      {"reference_date": reference_date.isoformat()})
     if patients.value is None:
         raise DisclosureError(f"the cohort has {patients.text} patients: too few to characterize")
-    sex = release_breakdown({k: len(v) for k, v in breakdown_cells(members, "sex", reference_date, rules).items()},
-                            member_fingerprint(keys, "breakdown:sex"), rules, secret)
+    sex = release_cells(breakdown_cells(members, "sex", reference_date, rules), whole, rules, secret)
     ages = [a for m in members if (a := age_at(m.birth_date, m.index_date or reference_date)) is not None]
-    age_cells: dict[tuple[str, ...], int] = {}
+    age_cells: dict[tuple[str, ...], list[str]] = {}
     for member in members:
-        age = age_at(member.birth_date, member.index_date or reference_date)
-        label = _band(age, rules)
-        age_cells[(label,)] = age_cells.get((label,), 0) + 1
-    age = release_breakdown(age_cells, member_fingerprint(keys, "breakdown:age-at-index"), rules, secret)
+        label = _band(age_at(member.birth_date, member.index_date or reference_date), rules)
+        age_cells.setdefault((label,), []).append(member.patient_key)
+    age = release_cells(age_cells, whole, rules, secret)
     staged = _stage_members(db, members, reference_date)
     try:
         sections: dict[str, list[Row]] = {}
@@ -166,10 +167,10 @@ def characterize(db: Database, query: Query, reference_date: date, *, rules: Any
                 # a patient on the same substance in two medication resources counts once per view; take the max
                 merged.setdefault(kind, {})[label] = max(merged.get(kind, {}).get(label, 0), n)
         for kind, counts in merged.items():
-            sections[kind] = _ranked(counts, keys, kind, rules, secret)
+            sections[kind] = _ranked(counts, whole, kind, rules, secret)
         labs = _lab_values(db, staged)
         lab_rows = _ranked({f"{loinc} [{unit}]" if unit else loinc: len(p) for (loinc, unit), (p, _) in labs.items()},
-                           keys, "labs", rules, secret)
+                           whole, "labs", rules, secret)
         medians = {f"{loinc} [{unit}]" if unit else loinc: (statistics.median(v) if v else None, unit)
                    for (loinc, unit), (_, v) in labs.items()}
         min_cell = _min_cell(rules)
@@ -185,4 +186,4 @@ def _band(age: int | None, rules: Any) -> str:
 
 
 def _min_cell(rules: Any) -> int:
-    return int(getattr(getattr(rules, "breakdowns", None), "min_cell", 5))
+    return rules.breakdowns.min_cell
