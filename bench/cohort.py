@@ -55,7 +55,8 @@ QUERIES = BENCH / "cohort_queries"
 VIEW_TABLE = "_view_"
 # DuckDB's own catalog (a fixed statement): the SQL views over the view tables and the union views
 DUCKDB_VIEWS = "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal"
-REPLICA_PREFIX = "r"  # copy k of a resource 'Type/id' is 'Type/r<k>-id' (copy 0 keeps its key)
+REPLICA_PREFIX = "r"
+REPLICA_MEMORY = "4GB"  # copy k of a resource 'Type/id' is 'Type/r<k>-id' (copy 0 keeps its key)
 
 
 def peak_rss_mb() -> float:
@@ -149,8 +150,29 @@ def view_fingerprint(db: Database) -> str:
     return orjson.dumps(rows).decode()
 
 
-def view_tables(db: Database) -> list[str]:
-    return sorted(name for name in db.table_names() if name.startswith(VIEW_TABLE))
+def view_tables(db: Database, views: set[str] | None = None) -> list[str]:
+    """The materialized view tables, all or those of the chosen views."""
+    return sorted(name for name in db.table_names()
+                  if name.startswith(VIEW_TABLE) and (views is None or name[len(VIEW_TABLE):] in views))
+
+
+def views_read(queries: list[dict]) -> set[str]:
+    """The views the compiled queries read, union views resolved to their members."""
+    unions = load_catalog().unions
+    names = set()
+    for q in queries:
+        ctes = {cte.alias for cte in q["count"].find_all(exp.CTE)}
+        names |= {t.name for t in q["count"].find_all(exp.Table)} - ctes
+    return names | {member for union in names & set(unions) for member in unions[union]}
+
+
+def chosen_views(db: Database, tables: list[str]) -> list[tuple[str, str]]:
+    """(name, CREATE VIEW sql) of the SQL views over `tables` and of the union views over those,
+    in creation order."""
+    views = db.fetch(DUCKDB_VIEWS, "read views").rows
+    exposed = {name[len(VIEW_TABLE):] for name in tables}
+    unions = {u: m for u, m in load_catalog().unions.items() if set(m) <= exposed}
+    return [v for v in views if v[0] in exposed] + [v for v in views if v[0] in unions]
 
 
 def is_key_column(name: str) -> bool:
@@ -171,19 +193,19 @@ def replicated_column(name: str, copy: exp.Expression) -> exp.Expression:
     return exp.If(this=copy.eq(0), true=col, false=rewritten).as_(name, quoted=True)
 
 
-def prepare_replica(work: Path, base: Path, patients: int, factor: int) -> Path:
+def prepare_replica(work: Path, base: Path, patients: int, factor: int, read: set[str]) -> Path:
+    """A DuckDB file with the view tables the query mix reads, each replicated `factor` times."""
     path = work / f"views-{patients * factor}.duckdb"
     stamp = path.with_suffix(".from")
     source = connect(Engine.duckdb, base, read_only=True)
     try:
-        fingerprint, tables = view_fingerprint(source), view_tables(source)
+        tables = view_tables(source, read)
+        fingerprint = view_fingerprint(source) + orjson.dumps(tables).decode()
         columns = {name: [c for c, in source.fetch(
             exp.select("column_name").from_(exp.to_table("information_schema.columns"))
             .where(exp.column("table_name").eq(exp.Literal.string(name))).order_by("ordinal_position"),
             "read columns").rows] for name in tables}
-        # the SQL views over the tables, then the union views over those
-        views = source.fetch(DUCKDB_VIEWS, "read views").rows
-        views.sort(key=lambda row: VIEW_TABLE + row[0] not in tables)
+        views = chosen_views(source, tables)
     finally:
         source.close()
     if stamp.exists() and stamp.read_text() == fingerprint and path.exists():
@@ -193,6 +215,9 @@ def prepare_replica(work: Path, base: Path, patients: int, factor: int) -> Path:
     started = time.perf_counter()
     db = connect(Engine.duckdb, path)
     try:
+        # more room than the 1 GB default for the copy only (the timed runs keep the default)
+        db.execute(exp.Set(expressions=[exp.SetItem(this=exp.EQ(
+            this=exp.column("memory_limit"), expression=exp.Literal.string(REPLICA_MEMORY)))]), "memory for the copy")
         db.execute(exp.Attach(this=exp.alias_(exp.Literal.string(str(base)), "base"), exists=False,
                               expressions=[exp.AttachOption(this=exp.var("READ_ONLY"))]).sql("duckdb"), "attach base")
         copy = exp.column("copy", "c", quoted=True)
@@ -210,12 +235,14 @@ def prepare_replica(work: Path, base: Path, patients: int, factor: int) -> Path:
             db.execute(f'CREATE TABLE "{name}" AS {query.sql("duckdb")}', f"replicate {name}")
         for name, sql in views:
             db.execute(sql, f"create view {name}")
+        db.create_table_as("view_state", exp.select("*").from_(exp.Table(  # what the copies were made from
+            this=exp.to_identifier("view_state", quoted=True), db=exp.to_identifier("base"))), "copy view state")
         db.execute(exp.Detach(this=exp.to_identifier("base")).sql("duckdb"), "detach base")
     finally:
         db.close()
     stamp.write_text(fingerprint)
-    say(f"replica x{factor}: {len(tables)} view tables copied {factor} times in {time.perf_counter() - started:.1f} s "
-        f"-> {path}")
+    say(f"replica x{factor}: {len(tables)} view tables (those the queries read) copied {factor} times in "
+        f"{time.perf_counter() - started:.1f} s -> {path}")
     return path
 
 
@@ -255,7 +282,7 @@ def start_postgres(work: Path) -> tuple[str, list[str]]:
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
 
 
-def prepare_postgres(admin_url: str, duckdb_path: Path, size: int, work: Path) -> str:
+def prepare_postgres(admin_url: str, duckdb_path: Path, size: int, work: Path, read: set[str]) -> str:
     """The view tables and views of one DuckDB database copied into PostgreSQL database dic_bench_<size>
     (CSV out of DuckDB, COPY into PostgreSQL, ANALYZE). No indexes: the materializer creates none."""
     import psycopg
@@ -264,7 +291,8 @@ def prepare_postgres(admin_url: str, duckdb_path: Path, size: int, work: Path) -
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     source = connect(Engine.duckdb, duckdb_path, read_only=True)
     try:
-        fingerprint = view_fingerprint(source)
+        tables = view_tables(source, read)
+        fingerprint = view_fingerprint(source) + orjson.dumps(tables).decode()
         with psycopg.connect(admin_url, autocommit=True) as admin:
             exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if exists:
@@ -280,7 +308,7 @@ def prepare_postgres(admin_url: str, duckdb_path: Path, size: int, work: Path) -
         csv = work / "copy.csv"
         rows = 0
         with psycopg.connect(url, autocommit=True) as conn:
-            for view_table in view_tables(source):
+            for view_table in tables:
                 described = source.fetch(f'DESCRIBE "{view_table}"', "describe").rows
                 columns = exp.Schema(this=exp.to_table(view_table, quoted=True), expressions=[
                     exp.ColumnDef(this=exp.to_identifier(c, quoted=True), kind=exp.DataType.build(t, dialect="duckdb"))
@@ -289,6 +317,7 @@ def prepare_postgres(admin_url: str, duckdb_path: Path, size: int, work: Path) -
                 source.execute(exp.Copy(this=exp.to_table(view_table, quoted=True), kind=False, files=[
                     exp.Literal.string(str(csv))], params=[
                     exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var("CSV")),
+                    exp.CopyParameter(this=exp.var("HEADER"), expression=exp.false()),
                     exp.CopyParameter(this=exp.var("NULLSTR"), expression=exp.Literal.string("\\N"))]),
                     f"export {view_table}")
                 with conn.cursor() as cursor, cursor.copy(
@@ -298,10 +327,7 @@ def prepare_postgres(admin_url: str, duckdb_path: Path, size: int, work: Path) -
                 rows += conn.execute(f'SELECT count(*) FROM "{view_table}"').fetchone()[0]
                 conn.execute(f'ANALYZE "{view_table}"')
             csv.unlink(missing_ok=True)
-            views = source.fetch(DUCKDB_VIEWS, "read views").rows
-            tables = set(view_tables(source))
-            views.sort(key=lambda row: VIEW_TABLE + row[0] not in tables)
-            for _, sql in views:
+            for _, sql in chosen_views(source, tables):
                 conn.execute(exp.maybe_parse(sql, dialect="duckdb").sql("postgres", identify=True))
             conn.execute("CREATE TABLE bench_source (fingerprint TEXT)")
             conn.execute("INSERT INTO bench_source VALUES (%s)", [fingerprint])
@@ -349,10 +375,14 @@ def time_queries(db: Database, queries: list[dict], repeat: int, label: str) -> 
             started = time.perf_counter()
             n = db.fetch(sql, q["name"]).rows[0][0]
             times.append(time.perf_counter() - started)
+        started = time.perf_counter()  # planning alone (parse, bind, optimize): EXPLAIN without ANALYZE
+        db.fetch(f"EXPLAIN {sql}", f"plan {q['name']}")
+        plan = time.perf_counter() - started
         median = statistics.median(times)
-        results.append({**q, "patients": n, "median_s": median, "max_s": max(times)})
-        say(f"{label} {q['name']:32s} v{q['version']} {q['criteria']:2d} crit {'rel' if q['relative'] else '   '} "
-            f"{n:>9,} patients  median {median * 1000:8.1f} ms  max {max(times) * 1000:8.1f} ms")
+        results.append({**q, "patients": n, "median_s": median, "max_s": max(times), "plan_s": plan})
+        say(f"{label} {q['name']:44s} v{q['version']} {q['criteria']:2d} crit {'rel' if q['relative'] else '   '} "
+            f"{n:>9,} patients  median {median * 1000:7.0f} ms  max {max(times) * 1000:7.0f} ms  "
+            f"(EXPLAIN alone {plan * 1000:6.0f} ms)")
     return results
 
 
@@ -361,9 +391,36 @@ def summarize(label: str, results: list[dict]) -> dict:
     slowest = max(results, key=lambda r: r["median_s"])
     summary = {"median": statistics.median(medians), "p95": nearest_rank(medians, 95), "max": max(medians),
                "slowest": slowest["name"]}
-    say(f"SUMMARY {label}: {len(results)} queries, median {summary['median'] * 1000:.1f} ms, "
-        f"p95 {summary['p95'] * 1000:.1f} ms, max {summary['max'] * 1000:.1f} ms ({summary['slowest']})")
+    plans = [r["plan_s"] for r in results]
+    say(f"SUMMARY {label}: {len(results)} queries, median {summary['median'] * 1000:.0f} ms, "
+        f"p95 {summary['p95'] * 1000:.0f} ms, max {summary['max'] * 1000:.0f} ms ({summary['slowest']}); "
+        f"planning alone: median {statistics.median(plans) * 1000:.0f} ms, max {max(plans) * 1000:.0f} ms")
     return summary
+
+
+def compare(per_query: dict[tuple[str, int], dict[str, dict]]) -> None:
+    """Growth from the smallest to the largest size per engine, and the consistency checks: exact
+    copies must multiply every cohort by the factor, and two engines must find the same patients."""
+    for engine in sorted({e for e, _ in per_query}):
+        sizes = sorted(s for e, s in per_query if e == engine)
+        if len(sizes) < 2:
+            continue
+        low, high = per_query[(engine, sizes[0])], per_query[(engine, sizes[-1])]
+        factor = sizes[-1] // sizes[0]
+        ratios = [high[n]["median_s"] / low[n]["median_s"] for n in low]
+        a, b = ([r["median_s"] for r in side.values()] for side in (low, high))
+        say(f"RATIO {engine} {sizes[-1]:,}/{sizes[0]:,} (x{factor} patients): median "
+            f"{statistics.median(b) / statistics.median(a):.2f}, p95 {nearest_rank(b, 95) / nearest_rank(a, 95):.2f}, "
+            f"per query {min(ratios):.2f}-{max(ratios):.2f} (median {statistics.median(ratios):.2f})")
+        off = [n for n in low if high[n]["patients"] != low[n]["patients"] * factor]
+        say(f"CHECK {engine}: every cohort x{factor} at {sizes[-1]:,}: " + ("yes" if not off else f"NO: {', '.join(off)}"))
+    for size in sorted({s for _, s in per_query}):
+        counts = {e: {n: r["patients"] for n, r in found.items()} for (e, s), found in per_query.items() if s == size}
+        if len(counts) > 1:
+            first, *others = counts.values()
+            off = sorted({n for other in others for n in first if other[n] != first[n]})
+            say(f"CHECK {size:,}: {' and '.join(counts)} find the same cohort sizes: "
+                + ("yes" if not off else f"NO: {', '.join(off)}"))
 
 
 # ---------------------------------------------------------------- main
@@ -379,6 +436,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/dic-bench-cohort"), help="cache folder")
     parser.add_argument("--pg-url", default=None, help="a PostgreSQL maintenance database URL (default: a local "
                                                        "throwaway cluster under --work)")
+    parser.add_argument("--postgres-sizes", default="", help="sizes to run on PostgreSQL (default: the smallest; "
+                                                              "each is copied into its own database)")
     parser.add_argument("--prepare-only", action="store_true", help="build the cached databases, run no query")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 patients, sizes 2,000 and 20,000")
     args = parser.parse_args()
@@ -388,6 +447,9 @@ def main() -> None:
     if any(s % args.patients for s in sizes):
         raise SystemExit(f"--sizes must be multiples of --patients ({args.patients})")
     engines = [Engine(e) for e in args.engines.split(",") if e]
+    pg_sizes = sorted(int(s) for s in args.postgres_sizes.split(",") if s) or sizes[:1]
+    if not set(pg_sizes) <= set(sizes):
+        raise SystemExit("--postgres-sizes must be among --sizes")
     args.work.mkdir(parents=True, exist_ok=True)
     say(f"cohort feasibility benchmark: world of {args.patients:,} patients (seed {args.seed}), sizes "
         f"{', '.join(f'{s:,}' for s in sizes)}, engines {', '.join(map(str, engines))}, {args.repeat} timed runs "
@@ -395,8 +457,12 @@ def main() -> None:
         f"{os.environ.get('DIC_DUCKDB_MEMORY_LIMIT', '1GB (default)')}")
     world = prepare_world(args.work, args.patients, args.seed)
     base = prepare_repository(args.work, world, args.patients)
-    duckdb_paths = {s: base if s == args.patients else prepare_replica(args.work, base, args.patients, s // args.patients)
-                    for s in sizes}
+    queries = compile_all(args.reference_date)
+    say(f"compiled {len(queries)} queries: median {statistics.median(q['compile_s'] for q in queries) * 1000:.1f} ms "
+        f"each (parse + compile)")
+    read = views_read(queries)
+    duckdb_paths = {s: base if s == args.patients else
+                    prepare_replica(args.work, base, args.patients, s // args.patients, read) for s in sizes}
     if len(sizes) > 1:
         say(f"NOTE: sizes above {args.patients:,} are the {args.patients:,}-patient views replicated with rewritten "
             "keys, not generated worlds (see the module docstring)")
@@ -408,44 +474,21 @@ def main() -> None:
             if admin_url is None:
                 admin_url, stop_postgres = start_postgres(args.work)
                 say(f"postgres: local cluster under {args.work / 'pg'} ({', '.join(f'{k}={v}' for k, v in PG_SETTINGS.items())})")
-            urls = {s: prepare_postgres(admin_url, duckdb_paths[s], s, args.work) for s in sizes}
+            urls = {s: prepare_postgres(admin_url, duckdb_paths[s], s, args.work, read) for s in pg_sizes}
         if args.prepare_only:
             return
-        queries = compile_all(args.reference_date)
-        say(f"compiled {len(queries)} queries: median {statistics.median(q['compile_s'] for q in queries) * 1000:.1f} ms "
-            f"each (parse + compile)")
-        summaries: dict[tuple[str, int], dict] = {}
         per_query: dict[tuple[str, int], dict[str, dict]] = {}
         for engine in engines:
-            for size in sizes:
+            for size in pg_sizes if engine is Engine.postgres else sizes:
                 db = connect(engine, duckdb_paths[size] if engine is Engine.duckdb else urls[size], read_only=True)
                 try:
                     label = f"{engine!s:8s} {size:>9,}"
                     results = time_queries(db, queries, args.repeat, label)
                 finally:
                     db.close()
-                summaries[(str(engine), size)] = summarize(label.strip(), results)
                 per_query[(str(engine), size)] = {r["name"]: r for r in results}
-        if len(sizes) > 1:
-            low, high = sizes[0], sizes[-1]
-            for engine in engines:
-                a, b = summaries[(str(engine), low)], summaries[(str(engine), high)]
-                ratios = [per_query[(str(engine), high)][n]["median_s"] / per_query[(str(engine), low)][n]["median_s"]
-                          for n in per_query[(str(engine), low)]]
-                say(f"RATIO {engine} {high:,}/{low:,} (x{high // low} patients): median {b['median'] / a['median']:.2f}, "
-                    f"p95 {b['p95'] / a['p95']:.2f}, per query {min(ratios):.2f}-{max(ratios):.2f} "
-                    f"(median {statistics.median(ratios):.2f})")
-                # the copies are exact, so every cohort must grow by exactly the factor
-                off = [n for n, r in per_query[(str(engine), low)].items()
-                       if per_query[(str(engine), high)][n]["patients"] != r["patients"] * (high // low)]
-                say(f"CHECK {engine}: cohort sizes x{high // low} at {high:,}: "
-                    + ("all queries" if not off else f"NOT for {', '.join(off)}"))
-        if len(engines) > 1:  # the same SQL on two engines must find the same patients
-            for size in sizes:
-                counts = {str(e): {n: r["patients"] for n, r in per_query[(str(e), size)].items()} for e in engines}
-                first, *others = counts.values()
-                off = sorted({n for other in others for n in first if other[n] != first[n]})
-                say(f"CHECK {size:,}: engines agree on " + ("every cohort size" if not off else f"NOT {', '.join(off)}"))
+                summarize(label.strip(), results)
+        compare(per_query)
         say(f"peak RSS of this process: {peak_rss_mb():,.0f} MB (PostgreSQL's server processes not included)")
     finally:
         if stop_postgres:

@@ -32,8 +32,8 @@ REFERENCE_DATE = date(2021, 4, 15)
 BASE_DAY = date(2021, 3, 1)  # histories and windows live in the weeks around it
 
 # the data use leaves and mid-level codes; the queries use every level, so descendants matter
-DATA_ICD = ["E11.9", "E11.90", "E11.91", "E11.20", "I10.00", "I10.90", "J45.0", "J45.9"]
-QUERY_ICD = ["E11", "E11.9", "E11.90", "E11.2", "I10", "I10.0", "I10.00", "J45", "J45.9"]
+DATA_ICD = {"E11": ["E11.9", "E11.90", "E11.91", "E11.20"], "I10": ["I10.00", "I10.90"], "J45": ["J45.0", "J45.9"]}
+QUERY_ICD = ["E11", "E11", "I10", "I10", "J45", "E11.9", "E11.90", "E11.2", "I10.0", "I10.00", "J45.9"]
 DATA_ATC = ["B01AC06", "B01AA03"]
 QUERY_ATC = ["B01A", "B01AC", "B01AC06", "B01AA03"]
 LAB_VALUES = {  # LOINC -> unit -> values (boundaries in the other unit on purpose: 12 g/dL = 120 g/L)
@@ -152,14 +152,14 @@ def consent(pid: str, n: int, provisions: list[tuple[str, str, Any]], status: st
 def moments(draw: st.DrawFn) -> str:
     """A date or dateTime near BASE_DAY at year, month, day or seconds precision."""
     day = BASE_DAY + timedelta(days=draw(between(-5, 30)))
-    precision = draw(choice(["year", "month", "day", "day", "dateTime", "dateTime", "dateTime"]))
+    precision = draw(choice(["dateTime"] * 8 + ["day"] * 4 + ["month", "year"]))
     if precision == "year":
         return f"{day.year}"
     if precision == "month":
         return day.isoformat()[:7]
     if precision == "day":
         return day.isoformat()
-    hour, minute = draw(choice([0, 1, 11, 22, 23])), draw(choice([0, 30, 59]))
+    hour, minute = draw(choice([11, 0, 1, 22, 23])), draw(choice([0, 30, 59]))
     zone = draw(choice(["+01:00", "+02:00", "Z"]))
     return f"{day.isoformat()}T{hour:02d}:{minute:02d}:00{zone}"
 
@@ -190,23 +190,26 @@ def times(draw: st.DrawFn, undated: bool = True) -> Any:
 @st.composite
 def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
     resources: list[dict[str, Any]] = []
-    for p in range(draw(between(1, 6))):
+    for p in range(draw(choice([3, 2, 4, 5, 6, 1]))):  # Hypothesis favours the first option
         pid = f"p{p}"
         born = draw(choice(["1950", "1980-07", "1980-04-15", "2003-04-16", "2003-04-15", None]))
         resources.append(patient(pid, draw(choice([*GENDERS, None])), born))
-        for n in range(draw(between(1, 4))):
+        # a patient's events come from one or two families, so anchors often have several candidates
+        codes = [c for family in draw(lists(choice(sorted(DATA_ICD)), 1, 2, True)) for c in DATA_ICD[family]]
+        for n in range(draw(choice([3, 2, 4, 5, 1, 6]))):
             when = draw(times())
             recorded = draw(maybe(moments())) if draw(BOOLEANS) else None
             status = draw(choice([None, "active", "resolved"]))
-            resources.append(condition(pid, n, draw(choice(DATA_ICD)), when, recorded, status))
-        for n in range(draw(between(1, 3))):
-            loinc = draw(choice(sorted(LAB_VALUES)))
+            resources.append(condition(pid, n, draw(choice(codes)), when, recorded, status))
+        loincs = draw(lists(choice(sorted(LAB_VALUES)), 1, 2, True))
+        for n in range(draw(choice([2, 1, 3]))):
+            loinc = draw(choice(loincs))
             unit = draw(choice(sorted(LAB_VALUES[loinc])))
             value = draw(choice(LAB_VALUES[loinc][unit])) if draw(between(0, 7)) else None
             issued = draw(maybe(date_times()))
             resources.append(observation(pid, n, loinc, value, unit, draw(times()), issued,
                                          draw(choice(["final", "preliminary"]))))
-        for n in range(draw(between(0, 2))):
+        for n in range(draw(choice([1, 0, 2]))):
             resources += administration(pid, n, draw(choice(DATA_ATC)), draw(times(undated=False)),
                                         draw(BOOLEANS))
     return resources
@@ -306,6 +309,23 @@ def event_criteria(draw: st.DrawFn) -> dict[str, Any]:
 
 @cache
 @st.composite
+def plain_criteria(draw: st.DrawFn) -> dict[str, Any]:
+    """A broad criterion without filters (a family, a lab code, B01A): frequent events, so windows decide."""
+    kind = draw(choice(["diagnosis", "diagnosis", "observation", "medication"]))
+    if kind == "diagnosis":
+        return {"context": _context("Diagnose"), "termCodes": [_term(ICD, draw(choice(sorted(DATA_ICD))))]}
+    if kind == "observation":
+        return {"context": _context("Laboruntersuchung"), "termCodes": [_term(LOINC, draw(choice(sorted(LAB_VALUES))))]}
+    return {"context": _context("Medikation"), "termCodes": [_term(ATC, "B01A")]}
+
+
+@cache
+def group_criteria() -> st.SearchStrategy:
+    return st.one_of(plain_criteria(), plain_criteria(), event_criteria())
+
+
+@cache
+@st.composite
 def demographic_criteria(draw: st.DrawFn) -> dict[str, Any]:
     if draw(BOOLEANS):
         concepts = draw(lists(choice(GENDER_CONCEPTS), 1, 2, True))
@@ -321,16 +341,14 @@ def demographic_criteria(draw: st.DrawFn) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- v2
-def _ors(criteria: st.SearchStrategy) -> st.SearchStrategy:
-    return lists(lists(criteria, 1, 2), 1, 3)
-
-
 @cache
 @st.composite
 def v2_queries(draw: st.DrawFn) -> dict[str, Any]:
     criteria = _v2_criteria()
-    query: dict[str, Any] = {"version": "2", "display": "generated", "inclusionCriteria": draw(_ors(criteria))}
-    if draw(BOOLEANS):
+    clauses = draw(choice([1, 1, 2, 2, 3]))
+    query: dict[str, Any] = {"version": "2", "display": "generated",
+                             "inclusionCriteria": draw(lists(lists(criteria, 1, 2), clauses, clauses))}
+    if draw(between(0, 2)) == 0:
         query["exclusionCriteria"] = draw(lists(lists(criteria, 1, 2), 1, 2))
     return query
 
@@ -346,13 +364,13 @@ def _v2_criteria() -> st.SearchStrategy:
 def offsets(draw: st.DrawFn) -> tuple[str | None, str | None]:
     """(minOffset, maxOffset), at least one, min ≤ max when they are comparable."""
     unit = draw(choice(["D", "D", "H", "W", "M"]))
-    limit = {"D": 20, "H": 72, "W": 3, "M": 2}[unit]
+    limit = {"D": 10, "H": 48, "W": 2, "M": 1}[unit]
     low, high = sorted(draw(lists(between(-limit, limit), 2, 2)))
 
     def text(n: int) -> str:
         return ("-" if n < 0 else "") + ("PT" if unit == "H" else "P") + f"{abs(n)}{unit}"
 
-    which = draw(choice(["both", "both", "min", "max"]))
+    which = draw(choice(["both", "min", "max"]))
     return (text(low) if which != "max" else None, text(high) if which != "min" else None)
 
 
@@ -361,17 +379,19 @@ def offsets(draw: st.DrawFn) -> tuple[str | None, str | None]:
 def v3_queries(draw: st.DrawFn) -> dict[str, Any]:
     groups: list[dict[str, Any]] = []
     depends_on_any: dict[str, bool] = {}
-    if draw(BOOLEANS):
+    if draw(between(0, 3)) == 0:
         groups.append({"id": "now", "criteria": [[{"type": "now"}]]})
         depends_on_any["now"] = False
-    for i in range(draw(between(1, 4))):
+    for i in range(draw(choice([2, 3, 4, 1]))):
         gid = f"g{i}"
-        if draw(between(0, 5)) == 0:  # an unanchored demographic group
+        if draw(between(0, 7)) == 0:  # an unanchored demographic group
             groups.append({"id": gid, "criteria": [[draw(demographic_criteria())]]})
             continue
-        group: dict[str, Any] = {"id": gid, "criteria": draw(choice([1, 1, 2]).flatmap(lambda n: lists(lists(event_criteria(), 1, 2), n, n)))}
+        clauses = draw(choice([1, 1, 2]))
+        group: dict[str, Any] = {"id": gid, "criteria": draw(lists(lists(group_criteria(), 1, 2), clauses, clauses))}
         anchors = [g["id"] for g in groups if g["id"] in depends_on_any]
-        refs = draw(lists(choice(anchors), 0, 2, True)) if anchors else []
+        entries = min(len(anchors), draw(choice([1, 1, 1, 2, 0])))
+        refs = draw(lists(choice(anchors), entries, entries, True)) if entries else []
         if refs:
             group["relativeTimeRestrictions"] = []
             for anchor in refs:
@@ -389,7 +409,7 @@ def v3_queries(draw: st.DrawFn) -> dict[str, Any]:
             group.pop("anchorOccurrence", None)
             group.pop("anchorPoint", None)
     # every group sits in exactly one array; a reference across arrays takes only the anchor's date
-    arrays = min(len(groups), draw(between(1, 2)) + (excluded := draw(between(0, 1))))
+    arrays = min(len(groups), draw(choice([1, 1, 2])) + (excluded := draw(choice([0, 0, 1]))))
     places = draw(st.permutations(list(range(arrays)) + [draw(between(0, arrays - 1)) for _ in groups[arrays:]]))
     placed = [[g for g, place in zip(groups, places, strict=True) if place == a] for a in range(arrays)]
     if excluded and len(placed) > 1:

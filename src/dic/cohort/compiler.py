@@ -8,8 +8,12 @@
 
 The SQL is a chain of CTEs:
 
-    ev_*      the events of each distinct criterion (events.py): patient, [lo, hi), start/end points
+    evs_*     a criterion's view scan, one per source view, its time texts parsed once
+              (MATERIALIZED where times are read: engines otherwise re-parse per use)
+    ev_*      the events of each distinct criterion (events.py): patient, [lo, hi), start/end points;
+              code-only criteria of one kind in a clause are merged into one
     win_*     a group's relative window per patient (and per `any` witness), guarded
+    cand_*    an anchor's candidates per clause (first/last: the one with ROW_NUMBER 1)
     anchor_*  an anchor's witnesses: one row per patient for first/last (hoisted; the rows exist
               only where every clause has a candidate — the explicit §7 guard), every candidate
               tuple for `any`
@@ -25,12 +29,12 @@ undated events or events open to the past).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 from sqlglot import exp
 
-from dic.cohort.events import EVENT_COLUMNS, criterion_events, overlaps
+from dic.cohort.events import EVENT_COLUMNS, event_query, overlaps
 from dic.cohort.model import Criterion, Group, GroupArray, Offset, Query, RelativeRestriction
 from dic.engines import FAR_PAST, column, render, shift, table, timestamp_literal
 from dic.errors import DefinitionError, Problem
@@ -104,27 +108,60 @@ class _Compiler:
         self.query = query
         self.reference_date = reference_date
         self.groups = query.groups()
-        self.ctes: list[tuple[str, exp.Expression]] = []
+        self.ctes: list[tuple[str, exp.Expression, bool]] = []
         self.counts: dict[str, int] = {}
         self.events: dict[Criterion, str] = {}
         self.anchors: dict[str, _Anchor] = {}
         self.resolving: list[str] = []
+        self.timed, self.points = _time_usage(query)
 
     # ---------------------------------------------------------------- bookkeeping
-    def _cte(self, prefix: str, query: exp.Expression) -> str:
+    def _cte(self, prefix: str, query: exp.Expression, materialized: bool = False) -> str:
         self.counts[prefix] = self.counts.get(prefix, 0) + 1
         name = f"{prefix}_{self.counts[prefix]}"
-        self.ctes.append((name, query))
+        self.ctes.append((name, query, materialized))
         return name
 
     def _criterion(self, criterion: Criterion) -> str:
+        """The CTE of the criterion's events. Its view scans are CTEs of their own, materialized
+        when they parse times: engines otherwise inline a parsed column into every expression
+        that reads it and parse the same text many times (measured on DuckDB, 100k patients:
+        19 s → 6 s for a 12-criteria query)."""
         if criterion not in self.events:
-            self.events[criterion] = self._cte("ev", criterion_events(criterion, self.reference_date))
+            query = event_query(criterion, self.reference_date, timed=criterion in self.timed,
+                                points=frozenset(self.points.get(criterion, ())))
+            scans: list[exp.Expression] = []
+            for i, (scan, source) in enumerate(zip(query.scans, query.sources, strict=True)):
+                name = self._cte("evs", scan, materialized=query.timed and source is not None)
+                scans.append(table(name, f"s{i}"))
+            self.events[criterion] = self._cte("ev", query.events(scans))
         return self.events[criterion]
+
+    def _merged(self, clause: tuple[Criterion, ...]) -> list[Criterion]:
+        """The clause with its code-only criteria of one kind merged into one (their codes OR-ed),
+        so the views are scanned once per kind rather than once per criterion."""
+        merged: dict[tuple, Criterion] = {}
+        result: list[Criterion] = []
+        for criterion in clause:
+            plain = criterion.value is None and not criterion.attributes and criterion.time is None and bool(
+                criterion.codes)
+            key = (criterion.kind, criterion.resource_types)
+            if not plain or key not in merged:
+                if plain:
+                    merged[key] = criterion
+                result.append(criterion)
+                continue
+            first = merged[key]
+            combined = replace(first, codes=tuple(dict.fromkeys(first.codes + criterion.codes)))
+            if first in self.timed or criterion in self.timed:
+                self.timed.add(combined)
+            self.points[combined] = self.points.get(first, set()) | self.points.get(criterion, set())
+            result[result.index(first)] = merged[key] = combined
+        return result
 
     def _clause(self, clause: tuple[Criterion, ...], alias: str) -> exp.Expression:
         """The events of a clause (its criteria OR-ed) as a FROM item called `alias`."""
-        names = list(dict.fromkeys(self._criterion(c) for c in clause))
+        names = list(dict.fromkeys(self._criterion(c) for c in self._merged(clause)))
         if len(names) == 1:
             return table(names[0], alias)
         parts = [exp.select(*[column(c) for c in EVENT_COLUMNS]).from_(table(n), copy=False) for n in names]
@@ -174,8 +211,9 @@ class _Compiler:
                 rank = exp.Window(this=exp.RowNumber(), partition_by=[column(KEY)], order=order)
                 ranked = exp.select(column(KEY), column("c_lo"), column("c_hi"), rank.as_("rn")).from_(
                     select.subquery("q", copy=False), copy=False)
-                select = exp.select(column(KEY), column("c_lo"), column("c_hi")).from_(ranked.subquery("r", copy=False), copy=False).where(
-                    column("rn").eq(exp.Literal.number(1)), copy=False)
+                select = (exp.select(column(KEY), column("c_lo"), column("c_hi"))
+                          .from_(ranked.subquery("r", copy=False), copy=False)
+                          .where(column("rn").eq(exp.Literal.number(1)), copy=False))
             candidates.append(self._cte("cand", select))
         if not candidates:
             raise _problem(group.path, f"anchor group '{anchor_id}' has no criteria")
@@ -226,7 +264,8 @@ class _Compiler:
                     if anchor.occurrence == "any":
                         names = _witness_columns(any_index[anchor.id])
                         witness += names
-                        rows = rows.select(column("w_lo", alias).as_(names[0]), column("w_hi", alias).as_(names[1]), copy=False)
+                        rows = rows.select(column("w_lo", alias).as_(names[0]),
+                                           column("w_hi", alias).as_(names[1]), copy=False)
                     else:  # hoisted: the explicit guard of ccdl-v3 §7, never the engine's NULL handling
                         guards += [column("w_lo", alias).is_(exp.null()).not_(),
                                    column("w_hi", alias).is_(exp.null()).not_()]
@@ -260,7 +299,8 @@ class _Compiler:
         inside = overlaps(column("lo", "e"), column("hi", "e"), frame.lo, frame.hi)
         if frame.cte is None:
             conditions = [inside, *([frame.guard] if frame.guard is not None else [])]
-            return exp.select(column(KEY, "e"), *values).from_(events, copy=False).where(exp.and_(*conditions), copy=False)
+            return (exp.select(column(KEY, "e"), *values).from_(events, copy=False)
+                    .where(exp.and_(*conditions), copy=False))
         return (exp.select(column(KEY, "w"), *[column(n, "w") for n in frame.witness], *values)
                 .from_(table(frame.cte, "w"), copy=False)
                 .join(events, on=exp.and_(column(KEY, "e").eq(column(KEY, "w")), inside), copy=False))
@@ -279,7 +319,8 @@ class _Compiler:
             values = [exp.Min(this=column("lo", "e")).as_("idx")] if wants_index else []
             select = self._qualifying(frame, clause, values)
             group_by = [e.this if isinstance(e, exp.Alias) else e for e in select.expressions[:len(keys)]]
-            clauses.append(select.group_by(*[g.copy() for g in group_by], copy=False) if wants_index else select.distinct(copy=False))
+            clauses.append(select.group_by(*[g.copy() for g in group_by], copy=False) if wants_index
+                           else select.distinct(copy=False))
         if len(clauses) == 1:
             return self._cte("grp", clauses[0]), witness
         aliases = [f"c{k}" for k in range(len(clauses))]
@@ -287,7 +328,8 @@ class _Compiler:
                             *([column("idx", aliases[0])] if index_date else [])).from_(
             clauses[0].subquery(aliases[0], copy=False), copy=False)
         for clause_select, alias in zip(clauses[1:], aliases[1:], strict=True):
-            joined = joined.join(clause_select.subquery(alias, copy=False), on=_join_on(aliases[0], alias, keys), copy=False)
+            joined = joined.join(clause_select.subquery(alias, copy=False), on=_join_on(aliases[0], alias, keys),
+                                 copy=False)
         return self._cte("grp", joined), witness
 
     def _array(self, array: GroupArray, index_date: bool) -> str:
@@ -332,16 +374,39 @@ class _Compiler:
         select = exp.select(column(KEY, "u"), index_date.as_("index_date")).from_(base, copy=False)
         if len(included) > 1:
             for name, alias in zip(included, aliases, strict=True):
-                select = select.join(table(name, alias), on=column(KEY, alias).eq(column(KEY, "u")), join_type="left", copy=False)
+                select = select.join(table(name, alias), on=column(KEY, alias).eq(column(KEY, "u")), join_type="left",
+                                     copy=False)
         if excluded:
-            union = exp.union(*[exp.select(column(KEY)).from_(table(n), copy=False) for n in excluded], distinct=True, copy=False) \
-                if len(excluded) > 1 else exp.select(column(KEY)).from_(table(excluded[0]), copy=False)
-            select = select.join(union.subquery("x", copy=False), on=column(KEY, "x").eq(column(KEY, "u")), join_type="left", copy=False)
+            keys = [exp.select(column(KEY)).from_(table(n), copy=False) for n in excluded]
+            union = keys[0] if len(keys) == 1 else exp.union(*keys, distinct=True, copy=False)
+            select = select.join(union.subquery("x", copy=False), on=column(KEY, "x").eq(column(KEY, "u")),
+                                 join_type="left", copy=False)
             select = select.where(column(KEY, "x").is_(exp.null()), copy=False)
         # declaration order: a CTE uses only earlier ones
         select.set("with_", exp.With(expressions=[
-            exp.CTE(this=q, alias=exp.TableAlias(this=exp.to_identifier(n, quoted=True))) for n, q in self.ctes]))
+            exp.CTE(this=q, alias=exp.TableAlias(this=exp.to_identifier(n, quoted=True)), materialized=m or None)
+            for n, q, m in self.ctes]))
         return select
+
+
+def _time_usage(query: Query) -> tuple[set[Criterion], dict[Criterion, set[str]]]:
+    """Criteria whose event times something reads (a window, an anchor, or the index date: the
+    first clause of the first group of an inclusion array; others are never parsed), and per
+    anchor criterion the points its anchors take ("s" start, "e" end)."""
+    anchors = {r.anchor for side in (query.inclusion, query.exclusion) for array in side for g in array
+               for r in g.relative}
+    timed: set[Criterion] = set()
+    points: dict[Criterion, set[str]] = {}
+    for side in (query.inclusion, query.exclusion):
+        for array in side:
+            for i, group in enumerate(array):
+                for k, clause in enumerate(group.criteria):
+                    if group.relative or group.id in anchors or (side is query.inclusion and i == 0 and k == 0):
+                        timed.update(clause)
+                    if group.id in anchors:
+                        for criterion in clause:
+                            points.setdefault(criterion, set()).add(group.point[0])
+    return timed, points
 
 
 def _code_lists(query: Query) -> dict[str, list[str]]:

@@ -1,5 +1,6 @@
 """The events one criterion selects, as one SELECT over the standard views (docs/cohorts.md).
 
+    event_query(criterion, reference_date, timed, points) -> EventQuery (.scans, .events(scans))
     criterion_events(criterion, reference_date) -> exp.Select with EVENT_COLUMNS:
         patient_key, resource_key,
         lo, hi      the event's half-open UTC interval (NULL, NULL when it has no date;
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 from calendar import monthrange
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlglot import exp
@@ -30,7 +32,7 @@ from dic.cohort.event_views import (
     load_event_views,
 )
 from dic.cohort.model import Coding, Criterion, TimeRestriction, ValueFilter
-from dic.engines import FAR_FUTURE, FAR_PAST, column, fhir_time_high, fhir_time_low, table, timestamp_literal
+from dic.engines import FAR_FUTURE, FAR_PAST, column, fhir_time_after, fhir_time_low, table, timestamp_literal
 from dic.errors import DefinitionError, Problem
 
 EVENT_COLUMNS = ("patient_key", "resource_key", "lo", "hi", "s_lo", "s_hi", "e_lo", "e_hi")
@@ -194,20 +196,22 @@ def overlaps(lo: exp.Expression, hi: exp.Expression, window_lo: exp.Expression |
     return exp.and_(*conditions)
 
 
-def _time_columns(source: EventSource, row: str) -> list[tuple[str, exp.Expression]]:
-    """The declared time elements as (name, text column): t<i>_at, or t<i>_s and t<i>_e."""
-    found = []
+def _time_texts(source: EventSource) -> list[tuple[str, str | None]]:
+    """The declared time elements as (name, view column): t<i>_at, or t<i>_s and t<i>_e."""
+    found: list[tuple[str, str | None]] = []
     for i, option in enumerate(source.time):
         parts = {"at": option.at} if option.at else {"s": option.start, "e": option.end}
-        for part, name in parts.items():
-            found.append((f"t{i}_{part}", column(name, row) if name else exp.cast(exp.null(), "TEXT")))
+        found += [(f"t{i}_{part}", name) for part, name in parts.items()]
     return found
 
 
-def _event_interval(source: EventSource) -> list[exp.Expression]:
-    """Level 2: the first present time option gives lo/hi and the start and end point intervals."""
-    def c(name: str) -> exp.Column:
-        return column(name, "t")
+def _event_interval(source: EventSource, row: str, points: frozenset[str]) -> list[exp.Expression]:
+    """From the parsed bounds: the first present time option gives lo/hi and the start ("s") and
+    end ("e") point intervals asked for (the others stay NULL: only anchors read them)."""
+    def c(name: str) -> exp.Expression:
+        if name.endswith("hi"):  # t<i>_<part>hi from the stored lo and text length
+            return fhir_time_after(column(name[:-2] + "lo", row), column(name[:-2] + "len", row))
+        return column(name, row)
 
     branches: dict[str, list[exp.If]] = {name: [] for name in EVENT_COLUMNS[2:]}
     for i, option in enumerate(source.time):
@@ -221,12 +225,16 @@ def _event_interval(source: EventSource) -> list[exp.Expression]:
                       "hi": exp.Coalesce(this=c(f"t{i}_ehi"), expressions=[timestamp_literal(FAR_FUTURE)]),
                       "s_lo": c(f"t{i}_slo"), "s_hi": c(f"t{i}_shi"), "e_lo": c(f"t{i}_elo"), "e_hi": c(f"t{i}_ehi")}
         for name, value in values.items():
-            branches[name].append(exp.If(this=present.copy(), true=value))
-    return [exp.Case(ifs=ifs, default=_null_timestamp()).as_(name) for name, ifs in branches.items()]
+            if name in ("lo", "hi") or name[0] in points:
+                branches[name].append(exp.If(this=present.copy(), true=value))
+    return [(exp.Case(ifs=ifs, default=_null_timestamp()) if ifs else _null_timestamp()).as_(name)
+            for name, ifs in branches.items()]
 
 
-# ------------------------------------------------------------------------------- per kind
-def _source_events(source: EventSource, criterion: Criterion, views: EventViews, reference_date: date) -> exp.Select:
+def _source_scan(source: EventSource, criterion: Criterion, views: EventViews, reference_date: date,
+                 timed: bool) -> exp.Select:
+    """The view rows of the criterion with every time text parsed once: t<i>_<part>lo, and the
+    text's length t<i>_<part>len, which gives its precision and so its hi."""
     row = ROW
     key = column(source.key, row)
     conditions: list[exp.Condition] = [column(source.patient, row).is_(exp.null()).not_()]
@@ -244,18 +252,15 @@ def _source_events(source: EventSource, criterion: Criterion, views: EventViews,
         conditions.append(_attribute_condition(source, key, attribute, attribute_filter.filter,
                                                attribute_filter.references, attribute_filter.path,
                                                reference_date, row))
-    # three levels: each time text is parsed once (lo), its hi derives from lo, then the event interval
-    times = _time_columns(source, row)
-    texts = [text.as_(name) for name, text in times]
-    lows = [fhir_time_low(text.copy()).as_(f"{name}lo") for name, text in times]
-    level1 = (exp.select(column(source.patient, row).as_("patient_key"), key.as_("resource_key"), *texts, *lows)
-              .from_(table(source.view, row), copy=False).where(exp.and_(*conditions), copy=False))
-    bounds = [p for name, _ in times for p in (
-        column(f"{name}lo", "l").as_(f"{name}lo"),
-        fhir_time_high(column(name, "l"), column(f"{name}lo", "l")).as_(f"{name}hi"))]
-    level2 = exp.select(column("patient_key", "l"), column("resource_key", "l"), *bounds).from_(level1.subquery("l", copy=False), copy=False)
-    return exp.select(column("patient_key", "t"), column("resource_key", "t"), *_event_interval(source)).from_(
-        level2.subquery("t", copy=False), copy=False)
+    bounds = []
+    for name, text in _time_texts(source) if timed else []:
+        if text is None:
+            bounds += [_null_timestamp().as_(f"{name}lo"), exp.cast(exp.null(), "INT").as_(f"{name}len")]
+        else:
+            bounds += [fhir_time_low(column(text, row)).as_(f"{name}lo"),
+                       exp.Length(this=column(text, row)).as_(f"{name}len")]
+    return (exp.select(column(source.patient, row).as_("patient_key"), key.as_("resource_key"), *bounds)
+            .from_(table(source.view, row), copy=False).where(exp.and_(*conditions), copy=False))
 
 
 def _minus(reference: date, amount: int, unit: str) -> date:
@@ -324,21 +329,61 @@ def _patient_events(criterion: Criterion, views: EventViews, reference_date: dat
         table(p.view, row), copy=False).where(condition, copy=False)
 
 
-def criterion_events(criterion: Criterion, reference_date: date) -> exp.Select:
-    """Every event of `criterion` (EVENT_COLUMNS), its absolute time restriction applied."""
+@dataclass(frozen=True)
+class EventQuery:
+    """A criterion's events in two steps: `scans` read the views (one per source; their time
+    texts parsed once, so they are worth materializing) and `events(scans)` turns them into
+    EVENT_COLUMNS rows, the absolute time restriction applied."""
+
+    criterion: Criterion
+    sources: tuple[EventSource | None, ...]  # None: a patient property (age, gender, now)
+    scans: tuple[exp.Select, ...]
+    timed: bool
+    points: frozenset[str] = frozenset("se")
+
+    def events(self, scans: list[exp.Expression]) -> exp.Select:
+        """The events, reading each scan from the FROM item given for it (a table or subquery)."""
+        selects = []
+        for source, scan in zip(self.sources, scans, strict=True):
+            row = scan.alias_or_name
+            if source is None:
+                selects.append(exp.select(*[column(c, row) for c in EVENT_COLUMNS]).from_(scan, copy=False))
+                continue
+            interval = _event_interval(source, row, self.points) if self.timed else [
+                _null_timestamp().as_(name) for name in EVENT_COLUMNS[2:]]
+            selects.append(exp.select(column("patient_key", row), column("resource_key", row), *interval)
+                           .from_(scan, copy=False))
+        time = self.criterion.time
+        if len(selects) == 1 and (time is None or (time.after is None and time.before is None)):
+            return selects[0]
+        union = selects[0] if len(selects) == 1 else exp.union(*selects, distinct=False, copy=False)
+        select = exp.select(*[column(c, "e") for c in EVENT_COLUMNS]).from_(union.subquery("e", copy=False),
+                                                                            copy=False)
+        if time is not None and (time.after is not None or time.before is not None):
+            window_lo, window_hi = restriction_window(time)
+            select = select.where(overlaps(column("lo", "e"), column("hi", "e"), window_lo, window_hi), copy=False)
+        return select
+
+
+def event_query(criterion: Criterion, reference_date: date, timed: bool = True,
+                points: frozenset[str] = frozenset("se")) -> EventQuery:
+    """The criterion's events; `timed=False` leaves them undated (for criteria whose times no
+    window, restriction, anchor or index date reads: nothing is parsed); `points` are the anchor
+    points ("s" start, "e" end) computed."""
     views = load_event_views()
+    timed = timed or (criterion.time is not None)
     if criterion.kind in ("age", "gender", "now"):
-        events = _patient_events(criterion, views, reference_date)
-    else:
-        sources = [s for s in views.sources(criterion.kind)
-                   if not criterion.resource_types or s.resource_type in criterion.resource_types]
-        if not sources:
-            raise _problem(criterion.path, f"no view holds {criterion.kind} events of "
-                                           f"{', '.join(criterion.resource_types)}")
-        selects = [_source_events(s, criterion, views, reference_date) for s in sources]
-        events = selects[0] if len(selects) == 1 else exp.union(*selects, distinct=False, copy=False)  # type: ignore[assignment]
-    if criterion.time is None or (criterion.time.after is None and criterion.time.before is None):
-        return events if isinstance(events, exp.Select) else exp.select("*").from_(events.subquery("u", copy=False), copy=False)
-    window_lo, window_hi = restriction_window(criterion.time)
-    return (exp.select(*[column(c, "e") for c in EVENT_COLUMNS]).from_(events.subquery("e", copy=False), copy=False)
-            .where(overlaps(column("lo", "e"), column("hi", "e"), window_lo, window_hi), copy=False))
+        return EventQuery(criterion, (None,), (_patient_events(criterion, views, reference_date),), timed, points)
+    sources = tuple(s for s in views.sources(criterion.kind)
+                    if not criterion.resource_types or s.resource_type in criterion.resource_types)
+    if not sources:
+        raise _problem(criterion.path,
+                       f"no view holds {criterion.kind} events of {', '.join(criterion.resource_types)}")
+    scans = tuple(_source_scan(s, criterion, views, reference_date, timed) for s in sources)
+    return EventQuery(criterion, sources, scans, timed, points)
+
+
+def criterion_events(criterion: Criterion, reference_date: date) -> exp.Select:
+    """Every event of `criterion` (EVENT_COLUMNS) as one SELECT, its absolute time restriction applied."""
+    query = event_query(criterion, reference_date)
+    return query.events([scan.subquery(f"s{i}", copy=False) for i, scan in enumerate(query.scans)])

@@ -9,6 +9,7 @@ from dic.engines.engine import Engine
 from dic.engines.fhir_time import (
     FAR_FUTURE,
     FAR_PAST,
+    fhir_time_after,
     fhir_time_high,
     fhir_time_low,
     shift,
@@ -51,6 +52,7 @@ __all__ = [
     "Result",
     "column",
     "connect",
+    "fhir_time_after",
     "fhir_time_high",
     "fhir_time_low",
     "parse_sql",

@@ -12,7 +12,9 @@ are rendered here, one function per node and engine:
 | Collection*       | list functions and lambdas     | subqueries over jsonb_array_elements | higher-order functions             |
 | JsonElements      | unnest … WITH ORDINALITY       | jsonb_array_elements … WITH ORDINALITY | posexplode                       |
 
-The FHIR time nodes of `fhir_time.py` (FhirTimeLow/High) expand to the same portable SQL on each.
+The FHIR time nodes of `fhir_time.py` (FhirTimeLow/High) expand to portable SQL, with TRY_CAST
+on DuckDB and a regular expression screening the text elsewhere. Spark drops the MATERIALIZED
+hint of a CTE.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlglot.generator import Generator
 
 from dic.engines import json_functions as jf
 from dic.engines.engine import Engine
-from dic.engines.fhir_time import FhirTimeHigh, FhirTimeLow, expand_high, expand_low
+from dic.engines.fhir_time import FhirTimeHigh, FhirTimeLow, expand_bound
 
 Transform = Callable[[Generator, exp.Expression], str]
 
@@ -309,14 +311,21 @@ SPARK_TRANSFORMS: dict[type[exp.Expression], Transform] = {
 }
 
 
-# FHIR date/dateTime text → UTC TIMESTAMP bounds (fhir_time.py): the same portable SQL everywhere
-FHIR_TIME_TRANSFORMS: dict[type[exp.Expression], Transform] = {
-    FhirTimeLow: lambda self, e: self.sql(expand_low(e.this)),
-    FhirTimeHigh: lambda self, e: self.sql(expand_high(e.this, e.args["low"])),
-}
-DUCKDB_TRANSFORMS.update(FHIR_TIME_TRANSFORMS)
-POSTGRES_TRANSFORMS.update(FHIR_TIME_TRANSFORMS)
-SPARK_TRANSFORMS.update(FHIR_TIME_TRANSFORMS)
+# FHIR date/dateTime text → UTC TIMESTAMP bounds (fhir_time.py). PostgreSQL has no TRY_CAST, and
+# sqlglot writes TRY_CAST as CAST for Spark, which fails on bad text in ANSI mode (Spark 4's default)
+for _transforms, _try_cast in ((DUCKDB_TRANSFORMS, True), (POSTGRES_TRANSFORMS, False), (SPARK_TRANSFORMS, False)):
+    _transforms[FhirTimeLow] = lambda self, e, t=_try_cast: self.sql(expand_bound(e.this, upper=False, try_cast=t))
+    _transforms[FhirTimeHigh] = lambda self, e, t=_try_cast: self.sql(expand_bound(e.this, upper=True, try_cast=t))
+
+
+def _spark_cte(self: Generator, e: exp.CTE) -> str:
+    """Spark has no MATERIALIZED hint (it plans CTEs itself): render the CTE without it."""
+    plain = e.copy()
+    plain.set("materialized", None)
+    return Generator.cte_sql(self, plain)
+
+
+SPARK_TRANSFORMS[exp.CTE] = _spark_cte
 
 
 class DicDuckDB(DuckDB):

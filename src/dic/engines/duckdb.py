@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -12,7 +12,6 @@ import pyarrow as pa
 
 from dic.engines.database import Database, Result
 from dic.engines.engine import Engine
-
 
 DEFAULT_MEMORY_LIMIT = "1GB"
 
@@ -46,7 +45,9 @@ class DuckDBDatabase(Database):
             names = ", ".join(f'"{c}"' for c in columns)  # our own column names, not user input
             self.connection.execute(f'INSERT INTO "{name}" ({names}) SELECT {names} FROM __dic_rows')
         finally:
-            self.connection.unregister("__dic_rows")
+            # in an aborted transaction unregistering fails too; the insert's own error is the one to see
+            with suppress(duckdb.Error):
+                self.connection.unregister("__dic_rows")
 
     def table_names(self) -> set[str]:
         rows = self.connection.execute(

@@ -9,8 +9,9 @@ worked out by hand in the comments from docs/cohorts.md. Reference date: 2024-06
 from __future__ import annotations
 
 import uuid
+from calendar import monthrange
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,16 @@ from dic.cohort.model import (
     ValueFilter,
 )
 from dic.cohort.select import cohort_patients
-from dic.engines import Database, Engine, connect, parse_sql
+from dic.engines import (
+    Database,
+    Engine,
+    connect,
+    fhir_time_after,
+    fhir_time_high,
+    fhir_time_low,
+    parse_sql,
+    shift,
+)
 from dic.errors import DefinitionError
 from dic.repository import load_records
 from dic.sources import Entry
@@ -252,13 +262,13 @@ def world() -> list[dict]:
     return r
 
 
-def load_world(db: Database, resources: list[dict]) -> None:
+def load_world(db: Database, resources: list[dict], views: list[str] | None = None) -> None:
     entries = []
     for i, resource in enumerate(resources):
         annotate_resource(resource)  # the normalized-value extension, as a load through the pipeline writes it
         entries.append(Entry.of(resource, "test-world", f"entry {i}"))
     load_records(db, "test-world", entries)
-    refresh_views(db, load_catalog())
+    refresh_views(db, load_catalog(), names=views)
 
 
 @pytest.fixture(scope="module", params=[Engine.duckdb, Engine.postgres], ids=str)
@@ -581,6 +591,47 @@ def test_absolute_and_relative_restrictions_hold_on_the_same_event(world_db: Dat
     assert members(world_db, q, "multi") == {"multi-1", "multi-3"}
 
 
+# ---------------------------------------------------------------------------- FHIR time bounds
+TIME_CASES = [  # text, lo, hi (UTC, half-open)
+    ("2021", datetime(2021, 1, 1), datetime(2022, 1, 1)),
+    ("2021-05", datetime(2021, 5, 1), datetime(2021, 6, 1)),
+    ("2024-02-29", datetime(2024, 2, 29), datetime(2024, 3, 1)),
+    ("2021-05-03T10:00:00+02:00", datetime(2021, 5, 3, 8), datetime(2021, 5, 3, 8, 0, 1)),
+    ("2021-05-03T00:30:00.123-01:30", datetime(2021, 5, 3, 2), datetime(2021, 5, 3, 2, 0, 1)),
+    ("2021-12-31T23:59:59Z", datetime(2021, 12, 31, 23, 59, 59), datetime(2022, 1, 1)),
+    ("2021-05-03T10:00:00", datetime(2021, 5, 3, 10), datetime(2021, 5, 3, 10, 0, 1)),  # no zone: UTC
+    ("not a date", None, None),
+    ("2021-13", None, None),
+    (None, None, None),
+]
+
+
+def time_bounds(db: Database) -> list[tuple]:
+    texts = exp.Values(expressions=[exp.Tuple(expressions=[exp.Literal.number(i), exp.cast(
+        exp.Literal.string(t) if t is not None else exp.null(), "TEXT")]) for i, (t, _, _) in enumerate(TIME_CASES)],
+        alias=exp.TableAlias(this=exp.to_identifier("x"), columns=[exp.to_identifier("i"), exp.to_identifier("s")]))
+    text = exp.column("s", "x")
+    select = exp.select(exp.column("i", "x"), fhir_time_low(text).as_("lo"), fhir_time_high(text.copy()).as_("hi"),
+                        fhir_time_after(fhir_time_low(text.copy()), exp.Length(this=text.copy())).as_("after"),
+                        shift(fhir_time_low(text.copy()), -1, 90_061).as_("shifted")).from_(texts).order_by("i")
+    return [tuple(row[1:]) for row in db.fetch(select, "time bounds").rows]
+
+
+def expected_bounds() -> list[tuple]:
+    def shifted(lo: datetime | None) -> datetime | None:
+        if lo is None:
+            return None
+        year, month = (lo.year - 1, 12) if lo.month == 1 else (lo.year, lo.month - 1)
+        earlier = lo.replace(year=year, month=month, day=min(lo.day, monthrange(year, month)[1]))  # month ends clamp
+        return earlier + timedelta(days=1, hours=1, minutes=1, seconds=1)
+
+    return [(lo, hi, hi, shifted(lo)) for _, lo, hi in TIME_CASES]
+
+
+def test_fhir_time_bounds(world_db: Database) -> None:
+    assert time_bounds(world_db) == expected_bounds()
+
+
 # ---------------------------------------------------------------------------- refusals and SQL
 def test_invalid_anchor_structures_are_refused() -> None:
     dependent = group(DONEPEZIL, relative=(rel("missing", days(0), days(1)),))
@@ -614,24 +665,53 @@ def test_user_values_are_literals_and_every_dialect_renders() -> None:
     assert [e.alias_or_name for e in compiled.select.expressions] == ["patient_key", "index_date"]
 
 
+@pytest.mark.spark
 def test_spark_runs_the_same_queries(spark_db: Database) -> None:
-    resources = [r for r in world() if r["id"].split("-")[0] in {"anc", "time", "now", "mclause"}]
-    load_world(spark_db, resources)
+    resources = [r for r in world() if r["id"].split("-")[0] in {"anc", "time", "mclause"}]
+    # ICD-10-GM and ATC codes on the fast path, administrations only: three views suffice
+    load_world(spark_db, resources, ["condition", "medication", "medication_administration"])
     restricted = crit("diagnosis", "E11.9", time=TimeRestriction(after=date(2021, 12, 31), before=None))
     assert members(spark_db, query(group(restricted)), "time") == {"time-1", "time-3", "time-5"}
+    administered = ("MedicationAdministration",)
     anchor = group(DEMENTIA, id="dementia", occurrence="first")
-    dependent = group(DONEPEZIL, relative=(rel("dementia", days(0), Offset(months=12)),))
+    donepezil = crit("medication", "N06DA02", system=ATC, resource_types=administered)
+    dependent = group(donepezil, relative=(rel("dementia", days(0), Offset(months=12)),))
     assert members(spark_db, query((anchor, dependent)), "anc") == {"anc-1"}
     both = group(DEMENTIA, DELIRIUM, id="both", occurrence="any")
-    assert members(spark_db, query((both, group(HALOPERIDOL, relative=(rel("both", days(0), days(7)),)))),
+    haloperidol = crit("medication", "N05AD01", system=ATC, resource_types=administered)
+    assert members(spark_db, query((both, group(haloperidol, relative=(rel("both", days(0), days(7)),)))),
                    "mclause") == {"mclause-1", "mclause-4"}
-    last_day = group(HEMOGLOBIN, relative=(rel("now", Offset(seconds=-86_400), days(0)),))
-    q = Query(version="3", inclusion=((last_day,),), exclusion=((group(NOW, id="now"), group(crit("diagnosis", "Z99"))),))
-    assert members(spark_db, q, "now") == {"now-1", "now-3", "now-4"}
+    assert time_bounds(spark_db) == expected_bounds()
+
+
+def test_event_views_name_columns_the_standard_views_have() -> None:
+    from dic.cohort.event_views import load_event_views
+    from dic.views import view_columns
+
+    catalog = load_catalog()
+    columns = {name: {c.name for c in view_columns(view)} for name, view in catalog.views.items()}
+    views = load_event_views()
+    named: list[tuple[str, str]] = []
+    for kind in ("diagnosis", "procedure", "observation", "medication", "specimen", "consent", "encounter"):
+        for source in views.sources(kind):
+            times = [c for option in source.time for c in (option.at, option.start, option.end) if c]
+            code = source.code
+            named += [(source.view, c) for c in [source.key, source.patient, *source.where, *times,
+                                                 *[a.column or a.reference for a in source.attributes.values()
+                                                   if a.column or a.reference],
+                                                 *[c for c in (code.column, code.medication) if c],
+                                                 *([code.pair.system, code.pair.code] if code.pair else [])]]
+            if source.value and source.value.quantity:
+                q = source.value.quantity
+                named += [(source.view, c) for c in (q.value, q.unit, q.normalized, q.normalized_unit)]
+            for coding_view in {code.coding.view} if code.coding else set():
+                named += [(coding_view, c) for c in ("resource_key", "element", "system", "code")]
+    named += [(views.patient.view, c) for c in (views.patient.key, views.patient.birth_date, views.patient.gender)]
+    assert [(v, c) for v, c in named if c not in columns.get(v, set())] == []
 
 
 def test_world_is_valid_fhir() -> None:
     from dic.fhir import check_resource
 
     assert [check_resource(r) for r in world() if check_resource(r)] == []
-    assert Path(__file__).name == "test_compiler.py"
+    assert Path(__file__).name == "test_cohort_compiler.py"
