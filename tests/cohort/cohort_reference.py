@@ -286,22 +286,25 @@ class Patient:
                       _utc(reference.year, reference.month, reference.day) + timedelta(days=1))
         self._events: dict[int, list[Event]] = {}
 
-    def events(self, criterion: Criterion) -> list[Event]:
-        """The events of the criterion: code, value, attribute filters and absolute time restriction."""
-        if id(criterion) not in self._events:
-            found = [e for e in self._select(criterion)
+    def events(self, criterion: Criterion, resources: list[dict] | None = None) -> list[Event]:
+        """The events of the criterion (code, value, attribute filters, absolute time restriction)
+        among the patient's resources or the given ones."""
+        if resources is not None or id(criterion) not in self._events:
+            found = [e for e in self._select(criterion, self.resources if resources is None else resources)
                      if criterion.window is None or (e.span is not None and overlaps(*e.span, criterion.window))]
+            if resources is not None:
+                return found
             self._events[id(criterion)] = found
         return self._events[id(criterion)]
 
-    def _select(self, criterion: Criterion) -> list[Event]:
+    def _select(self, criterion: Criterion, resources: list[dict]) -> list[Event]:
         if criterion.kind == "now":
             return [Event(self.today, self.today, self.today)]
         if criterion.kind in ("age", "gender"):
             ok = self.patient is not None and self._demographic_holds(criterion, self.patient)
             return [Event(None)] if ok else []
         found = []
-        for resource in self.resources:
+        for resource in resources:
             if resource["resourceType"] not in criterion.resource_types:
                 continue
             if criterion.kind == "consent":
@@ -365,25 +368,12 @@ class Patient:
         if attribute["type"] == "reference" and name in REFERENCE_ATTRIBUTES:
             keys = [e["valueReference"]["reference"] for e in resource.get("extension", [])
                     if e.get("url") == DIAGNOSE_EXTENSION and "valueReference" in e]
-            conditions = [self.by_key[k] for k in keys if k in self.by_key and self._owns(self.by_key[k])]
-            referenced = [read_criterion(c) for c in attribute["criteria"]]
-            return any(self._select_one(c, condition) for c in referenced for condition in conditions)
+            conditions = [self.by_key[k] for k in keys if any(self.by_key.get(k) is r for r in self.resources)]
+            return any(self.events(read_criterion(c), conditions) for c in attribute["criteria"])
         values = _path(resource, ATTRIBUTES[criterion.kind][name])
         if attribute["type"] == "concept":
             return _concept_holds(attribute["selectedConcepts"], _codings(values))
         raise NotImplementedError(f"attribute filter of type {attribute['type']!r} on {name!r}")
-
-    def _owns(self, resource: dict) -> bool:
-        return any(resource is mine for mine in self.resources)
-
-    def _select_one(self, criterion: Criterion, resource: dict) -> bool:
-        """Does this one resource give the (referenced) criterion an event?"""
-        saved, self.resources = self.resources, [resource]
-        try:
-            return any(criterion.window is None or (e.span is not None and overlaps(*e.span, criterion.window))
-                       for e in self._select(criterion))
-        finally:
-            self.resources = saved
 
 
 def completed(born: date, on: date, unit: str) -> int:

@@ -6,8 +6,10 @@
         `when` is a date/dateTime string, a (start, end) Period (either may be None) or None (undated).
     Hypothesis strategies:
         histories()    1–6 patients: Conditions from 3 ICD-10-GM families (parents and children),
-                       two LOINC lab values in two units each, MedicationAdministrations (code or
-                       Medication reference); year/month/day/dateTime precision, Periods, undated
+                       two LOINC lab values in two units each, MedicationAdministrations (also
+                       -Statements, -Requests; by code or Medication reference), Procedures (OPS),
+                       Specimens with a Diagnose extension, Consents; year/month/day/dateTime precision, Periods,
+                       undated; the first option of a choice is the one Hypothesis draws most
         v2_queries()   1–3 AND clauses of 1–2 ORs, optional exclusion, value filters, time restrictions
         v3_queries()   1–2 inclusion group arrays (+ optional exclusion), 1–4 groups, first/last/any
                        anchors incl. chains, 1–2 entries, offsets in days/hours/weeks/months, `now`;
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 
 ICD, ATC, LOINC, UCUM = ("http://fhir.de/CodeSystem/bfarm/icd-10-gm", "http://fhir.de/CodeSystem/bfarm/atc",
                          "http://loinc.org", "http://unitsofmeasure.org")
+OPS = "http://fhir.de/CodeSystem/bfarm/ops"
 ICD_DIMDI = "http://fhir.de/CodeSystem/dimdi/icd-10-gm"
 DIAGNOSE_EXTENSION = "https://www.medizininformatik-initiative.de/fhir/ext/modul-biobank/StructureDefinition/Diagnose"
 REFERENCE_DATE = date(2021, 4, 15)
@@ -35,12 +38,18 @@ BASE_DAY = date(2021, 3, 1)  # histories and windows live in the weeks around it
 DATA_ICD = {"E11": ["E11.9", "E11.90", "E11.91", "E11.20"], "I10": ["I10.00", "I10.90"], "J45": ["J45.0", "J45.9"]}
 QUERY_ICD = ["E11", "E11", "I10", "I10", "J45", "E11.9", "E11.90", "E11.2", "I10.0", "I10.00", "J45.9"]
 DATA_ATC = ["B01AC06", "B01AA03"]
+DATA_OPS, QUERY_OPS = ["1-632.0", "1-632.1", "8-854"], ["1-632", "1-632.0", "8-854"]
 QUERY_ATC = ["B01A", "B01AC", "B01AC06", "B01AA03"]
 LAB_VALUES = {  # LOINC -> unit -> values (boundaries in the other unit on purpose: 12 g/dL = 120 g/L)
     "718-7": {"g/dL": [8, 10, 12, 12.5, 13, 15.1], "g/L": [80, 100, 120, 125, 130]},
     "2345-7": {"mg/dL": [70, 99.088, 126, 180], "mmol/L": [3.9, 5.5, 7, 10]},
 }
 GENDERS = ["male", "female", "other", "unknown"]
+MEDICATION_TYPES = ["MedicationAdministration", "MedicationAdministration", "MedicationStatement", "MedicationRequest"]
+MEDICATION_CONTEXTS = ["Medikation", "Medikamentenverabreichung", "Medikamentenverordnung"]
+SPECIMEN_TYPES = ["119297000", "119376003"]  # SNOMED blood, tissue specimen
+CONSENT_SYSTEM = "urn:oid:2.16.840.1.113883.3.1937.777.24.5.3"
+CONSENT_CODES = ["2.16.840.1.113883.3.1937.777.24.5.3.8", "2.16.840.1.113883.3.1937.777.24.5.3.6"]
 GENDER_CONCEPTS = ["male", "female", "M", "F", "other", "D", "unknown"]
 
 
@@ -116,14 +125,24 @@ def observation(pid: str, n: int, loinc: str, value: float | None, unit: str, wh
     return resource
 
 
-def administration(pid: str, n: int, atc: str, when: Any, by_reference: bool = False) -> list[dict[str, Any]]:
-    """A MedicationAdministration, and its Medication when it names the drug by reference."""
-    resource = {"resourceType": "MedicationAdministration", "id": f"{pid}-m{n}", "status": "completed",
-                **_subject(pid), **_time("effective", when)}
+def administration(pid: str, n: int, atc: str, when: Any, by_reference: bool = False,
+                   resource_type: str = "MedicationAdministration") -> list[dict[str, Any]]:
+    """A MedicationAdministration (or -Statement, or -Request dated by authoredOn when `when` is a
+    dateTime), and its Medication when it names the drug by reference."""
+    resource = {"resourceType": resource_type, "id": f"{pid}-m{n}", **_subject(pid)}
+    if resource_type == "MedicationRequest":
+        resource.update(status="active", intent="order", **({"authoredOn": when} if isinstance(when, str) else {}))
+    else:
+        resource.update(status="completed", **_time("effective", when))
     if not by_reference:
         return [{**resource, "medicationCodeableConcept": _coded(ATC, atc)}]
     medication = {"resourceType": "Medication", "id": f"{pid}-med{n}", "code": _coded(ATC, atc)}
     return [medication, {**resource, "medicationReference": {"reference": f"Medication/{pid}-med{n}"}}]
+
+
+def procedure(pid: str, n: int, code: str, when: Any) -> dict[str, Any]:
+    return {"resourceType": "Procedure", "id": f"{pid}-pr{n}", "status": "completed", "code": _coded(OPS, code),
+            **_subject(pid), **_time("performed", when)}
 
 
 def specimen(pid: str, n: int, snomed: str, when: Any, diagnosis: str | None = None) -> dict[str, Any]:
@@ -211,7 +230,19 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
                                          draw(choice(["final", "preliminary"]))))
         for n in range(draw(choice([1, 0, 2]))):
             resources += administration(pid, n, draw(choice(DATA_ATC)), draw(times(undated=False)),
-                                        draw(BOOLEANS))
+                                        draw(BOOLEANS), draw(choice(MEDICATION_TYPES)))
+        for n in range(draw(choice([0, 1, 2]))):
+            resources.append(procedure(pid, n, draw(choice(DATA_OPS)), draw(times())))
+        if draw(between(0, 2)) == 0:  # a specimen, maybe for one of the patient's diagnoses
+            diagnoses = [r["id"] for r in resources if r["resourceType"] == "Condition" and r["id"].startswith(pid)]
+            resources.append(specimen(pid, 0, draw(choice(SPECIMEN_TYPES)), draw(times(undated=False)),
+                                      draw(maybe(choice(diagnoses))) if diagnoses else None))
+        if draw(between(0, 2)) == 0:
+            provisions = draw(lists(st.tuples(choice(["permit", "permit", "deny"]), choice(CONSENT_CODES),
+                                              times(undated=False)), 1, 2))
+            resources.append(consent(pid, 0, [(kind, code, when if isinstance(when, tuple) else (when, None))
+                                              for kind, code, when in provisions],
+                                     draw(choice(["active", "active", "inactive"]))))
     return resources
 
 
@@ -288,13 +319,41 @@ def observation_criteria(draw: st.DrawFn) -> dict[str, Any]:
 @cache
 @st.composite
 def medication_criteria(draw: st.DrawFn) -> dict[str, Any]:
-    return {"context": _context(draw(choice(["Medikamentenverabreichung", "Medikation"]))),
+    return {"context": _context(draw(choice(MEDICATION_CONTEXTS))),
             "termCodes": [_term(ATC, draw(choice(QUERY_ATC)))]}
 
 
 @cache
+@st.composite
+def procedure_criteria(draw: st.DrawFn) -> dict[str, Any]:
+    return {"context": _context(draw(choice(["Prozedur", "Procedure"]))), "termCodes": [_term(OPS, draw(choice(QUERY_OPS)))]}
+
+
+@cache
+@st.composite
+def specimen_criteria(draw: st.DrawFn) -> dict[str, Any]:
+    criterion: dict[str, Any] = {"context": _context(draw(choice(["Bioprobe", "Specimen"]))),
+                                 "termCodes": [_term("http://snomed.info/sct", draw(choice(SPECIMEN_TYPES)))]}
+    if draw(BOOLEANS):
+        diagnosis = {"context": _context("Diagnose"), "termCodes": [_term(ICD, draw(choice(QUERY_ICD)))]}
+        if draw(between(0, 2)) == 0:
+            diagnosis["timeRestriction"] = draw(time_restrictions())
+        criterion["attributeFilters"] = [{"type": "reference", "attributeCode": _term("mii.abide", "diagnose"),
+                                          "criteria": [diagnosis]}]
+    return criterion
+
+
+@cache
+@st.composite
+def consent_criteria(draw: st.DrawFn) -> dict[str, Any]:
+    return {"context": _context("Einwilligung"), "termCodes": [_term(CONSENT_SYSTEM, draw(choice(CONSENT_CODES)))]}
+
+
+@cache
 def _event_kinds() -> st.SearchStrategy:
-    return st.one_of(diagnosis_criteria(), observation_criteria(), medication_criteria())
+    return st.one_of(diagnosis_criteria(), observation_criteria(), medication_criteria(), diagnosis_criteria(),
+                     observation_criteria(), medication_criteria(), specimen_criteria(), consent_criteria(),
+                     procedure_criteria())
 
 
 @cache

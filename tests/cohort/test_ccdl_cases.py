@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from datetime import date
@@ -155,3 +156,19 @@ def test_a_folder_without_cases_and_postgres_without_url_are_refused(tmp_path: P
     shutil.copytree(CASES / "testdata", tmp_path / "testdata", ignore=shutil.ignore_patterns("v3-*", "v2-a*"))
     with pytest.raises(ConfigError, match="--url"):
         run_cases(tmp_path, Engine.postgres)
+
+
+def test_the_published_v2_example_selects_what_our_recreation_expects(shared_data: Path, tmp_path: Path) -> None:
+    """The MII's own ccdl-all-properties.json (read from ../shared, not copied into the project) runs
+    on the patients of our re-creation and gives the same verdicts."""
+    published = shared_data.parent / "docs" / "ccdl" / "ccdl-all-properties.json"
+    if not published.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{published} is missing")
+        pytest.skip(f"{published} is missing")
+    expected = _copy_case("v2-example-all-properties", tmp_path, "published")
+    (tmp_path / "published.json").write_bytes(published.read_bytes())
+    _write_expected(tmp_path, "published", expected)
+    report = run_cases(tmp_path)
+    assert (report.passed, report.failed) == (1, 0), report.lines()
+    assert expected["includedPatients"] and expected["excludedPatients"]

@@ -37,4 +37,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'dic.cohort' has no attribute {name!r}")
 
 
-__all__ = list(_LAZY)  # noqa: PLE0604
+__all__ = list(_LAZY)

@@ -84,7 +84,7 @@ def create_app(center: TrustCenter) -> FastAPI:
                   description="Patient list, record linkage, pseudonyms and consent, apart from the research data.")
     bearer = HTTPBearer(auto_error=False)
 
-    def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:  # noqa: B008
+    def caller(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
         return center.authenticate(credentials.credentials if credentials else None)
 
     @app.exception_handler(NotAuthenticated)
