@@ -103,6 +103,21 @@ def test_refresh_after_load_is_incremental(db: Database, tmp_path: Path) -> None
     assert len(genders) == 50
 
 
+def test_a_union_views_members_refresh_again_after_another_load(db: Database, tmp_path: Path) -> None:
+    """PostgreSQL refuses to drop a view a union view depends on: the union is dropped first, then rebuilt."""
+    def condition(i: int) -> dict:
+        return {"resourceType": "Condition", "id": f"c{i}", "subject": {"reference": f"Patient/p{i}"},
+                "code": {"coding": [{"system": "http://fhir.de/CodeSystem/bfarm/icd-10-gm", "code": "I10"}]}}
+
+    load_paths(db, [ndjson(tmp_path / "a.ndjson", [condition(1)])])
+    refresh_views(db, load_catalog())
+    load_paths(db, [ndjson(tmp_path / "b.ndjson", [condition(2)])])
+    reports = {r.name: r.strategy for r in refresh_views(db, load_catalog())}
+    assert reports["coding_condition"] == "incremental"
+    codes = db.fetch(exp.select(column("resource_key"), column("code")).from_(table("coding")), "read").rows
+    assert sorted(codes) == [("Condition/c1", "I10"), ("Condition/c2", "I10")]
+
+
 def test_view_beyond_the_compiler_is_evaluated_and_refreshed(db: Database, tmp_path: Path) -> None:
     from dic.views import ViewCatalog, validate_view
 

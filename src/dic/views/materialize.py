@@ -95,14 +95,17 @@ def refresh_views(
     latest = _max_batch(db)
     reports = []
     wanted = names or catalog.names()
+    unions = {union: members for union, members in catalog.unions.items()
+              if union in wanted or any(m in wanted for m in members)}
+    for union in unions:  # PostgreSQL refuses to drop a member's view while a union view depends on it
+        db.execute(exp.Drop(tables=[table(union)], kind="VIEW", exists=True), f"drop union view {union}")
     for name in [n for n in wanted if n in catalog.views]:
         if progress:
             progress(name)
         reports.append(_refresh_one(db, name, catalog.views[name], states.get(name), latest, full))
-    for union, members in catalog.unions.items():
-        if union in wanted or any(m in wanted for m in members):
-            parts = [exp.select("*").from_(table(m)) for m in members]
-            db.create_view(union, exp.union(*parts, distinct=False), f"create union view {union}")
+    for union, members in unions.items():
+        parts = [exp.select("*").from_(table(m)) for m in members]
+        db.create_view(union, exp.union(*parts, distinct=False), f"create union view {union}")
     return reports
 
 
