@@ -532,3 +532,25 @@ def test_shipped_contexts_load_and_broken_ones_are_reported(tmp_path: Path) -> N
         load_contexts(broken)
     assert [str(p) for p in caught.value.problems] == [("/code_systems/0/name: dic.terminology knows no code system "
                                                        "'icd11'")]
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute"])
+def test_age_and_gender_take_no_time_window(where: str) -> None:
+    """A window on a patient property would silently select nobody: refused with the path."""
+    gender = {"context": {"code": "Patient", "system": "fdpg.mii.cds", "display": "Patient"},
+              "termCodes": [{"code": "263495000", "system": "http://snomed.info/sct", "display": "Gender"}],
+              "valueFilter": {"type": "concept", "selectedConcepts": [{"code": "female", "system": "", "display": "f"}]}}
+    diagnosis = {"context": {"code": "Diagnose", "system": "fdpg.mii.cds", "display": "Diagnose"},
+                 "termCodes": [{"code": "I10", "system": "http://fhir.de/CodeSystem/bfarm/icd-10-gm", "display": "I10"}]}
+    if where == "relative":
+        groups = [{"id": "a", "anchorOccurrence": "first", "criteria": [[diagnosis]]},
+                  {"id": "b", "relativeTimeRestrictions": [{"anchorRef": "a", "maxOffset": "P1D"}],
+                   "criteria": [[gender]]}]
+        path = "/inclusionCriteria/0/1/criteria/0/0"
+    else:
+        groups = [{"id": "b", "criteria": [[{**gender, "timeRestriction": {"afterDate": "2020-01-01"}}]]}]
+        path = "/inclusionCriteria/0/0/criteria/0/0/timeRestriction"
+    with pytest.raises(DefinitionError) as raised:
+        parse_ccdl({"version": "3", "inclusionCriteria": [groups]})
+    assert [p.path for p in raised.value.problems] == [path]
+    assert "property of the patient" in raised.value.problems[0].message

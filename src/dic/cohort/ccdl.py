@@ -56,6 +56,7 @@ def parse_ccdl(document: dict[str, Any] | bytes | str, source: str = "query") ->
         inclusion = _group_arrays(document.get("inclusionCriteria"), "/inclusionCriteria", True, found)
         exclusion = _group_arrays(document.get("exclusionCriteria"), "/exclusionCriteria", False, found)
         _check_anchors([g for side in (inclusion, exclusion) for array in side for g in array], found)
+    _check_timeless([g for side in (inclusion, exclusion) for array in side for g in array], found)
     if found.problems:
         raise DefinitionError(source, list(dict.fromkeys(found.problems)))
     return Query(version, inclusion, exclusion, display, tuple(dict.fromkeys(found.warnings)))
@@ -165,6 +166,23 @@ def parse_offset(text: str) -> Offset | None:
     months = parts.get("Y", 0) * 12 + parts.get("M", 0)
     seconds = sum(parts.get(unit, 0) * factor for unit, factor in _SECONDS.items())
     return Offset(sign * months, sign * seconds, text)
+
+
+def _check_timeless(groups: list[Group], found: Findings) -> None:
+    """Age and gender are properties of the patient, not dated events: a time window on them would
+    silently select nobody, so it is refused (put them in a group of their own)."""
+    for group in groups:
+        for clause in group.criteria:
+            for criterion in clause:
+                if criterion.kind not in ("age", "gender"):
+                    continue
+                if criterion.time is not None:
+                    found.problem(f"{criterion.path}/timeRestriction",
+                                  f"{criterion.kind} is a property of the patient, not a dated event: "
+                                  "a timeRestriction cannot apply to it")
+                if group.relative:
+                    found.problem(criterion.path, f"{criterion.kind} is a property of the patient, not a dated "
+                                  "event: put it in a group without relativeTimeRestrictions")
 
 
 def _check_anchors(groups: list[Group], found: Findings) -> None:
