@@ -104,8 +104,9 @@ def _join_on(left: str, right: str, names: list[str]) -> exp.Condition:
 
 
 class _Compiler:
-    def __init__(self, query: Query, reference_date: date):
+    def __init__(self, query: Query, reference_date: date, index_date: bool = True):
         self.query = query
+        self.index_date = index_date
         self.reference_date = reference_date
         self.groups = query.groups()
         self.ctes: list[tuple[str, exp.Expression, bool]] = []
@@ -113,7 +114,7 @@ class _Compiler:
         self.events: dict[Criterion, str] = {}
         self.anchors: dict[str, _Anchor] = {}
         self.resolving: list[str] = []
-        self.timed, self.points = _time_usage(query)
+        self.timed, self.points = _time_usage(query, index_date)
 
     # ---------------------------------------------------------------- bookkeeping
     def _cte(self, prefix: str, query: exp.Expression, materialized: bool = False) -> str:
@@ -356,7 +357,7 @@ class _Compiler:
 
     # ---------------------------------------------------------------- the whole query
     def compile(self) -> exp.Select:
-        included = [self._array(a, index_date=True) for a in self.query.inclusion]
+        included = [self._array(a, index_date=self.index_date) for a in self.query.inclusion]
         excluded = [self._array(a, index_date=False) for a in self.query.exclusion]
         if included:
             aliases = [f"i{n}" for n in range(len(included))]
@@ -367,6 +368,8 @@ class _Compiler:
                                  distinct=True, copy=False).subquery("u", copy=False)
             index = exp.Case(ifs=[exp.If(this=column(KEY, a).is_(exp.null()).not_(), true=column("idx", a))
                                   for a in aliases]) if len(included) > 1 else column("idx", "u")
+            if not self.index_date:  # a count needs no index date: its dates are then never parsed
+                index = exp.cast(exp.null(), "TIMESTAMP")
         else:  # no inclusion criteria: everyone, as far as the repository knows patients
             base, aliases = exp.select(column(KEY)).from_(table("patient"), copy=False).subquery("u", copy=False), []
             index = exp.cast(exp.null(), "TIMESTAMP")
@@ -389,7 +392,7 @@ class _Compiler:
         return select
 
 
-def _time_usage(query: Query) -> tuple[set[Criterion], dict[Criterion, set[str]]]:
+def _time_usage(query: Query, index_date: bool = True) -> tuple[set[Criterion], dict[Criterion, set[str]]]:
     """Criteria whose event times something reads (a window, an anchor, or the index date: the
     first clause of the first group of an inclusion array; others are never parsed), and per
     anchor criterion the points its anchors take ("s" start, "e" end)."""
@@ -401,7 +404,8 @@ def _time_usage(query: Query) -> tuple[set[Criterion], dict[Criterion, set[str]]
         for array in side:
             for i, group in enumerate(array):
                 for k, clause in enumerate(group.criteria):
-                    if group.relative or group.id in anchors or (side is query.inclusion and i == 0 and k == 0):
+                    first = index_date and side is query.inclusion and i == 0 and k == 0
+                    if group.relative or group.id in anchors or first:
                         timed.update(clause)
                     if group.id in anchors:
                         for criterion in clause:
@@ -427,6 +431,7 @@ def _code_lists(query: Query) -> dict[str, list[str]]:
     return lists
 
 
-def compile_query(query: Query, reference_date: date) -> CompiledQuery:
-    """The query as one SELECT (patient_key, index_date) over the standard views."""
-    return CompiledQuery(_Compiler(query, reference_date).compile(), _code_lists(query))
+def compile_query(query: Query, reference_date: date, *, index_date: bool = True) -> CompiledQuery:
+    """The query as one SELECT (patient_key, index_date) over the standard views; without
+    `index_date` that column is NULL and only the dates the criteria themselves need are parsed."""
+    return CompiledQuery(_Compiler(query, reference_date, index_date).compile(), _code_lists(query))

@@ -67,9 +67,10 @@ def query_hash(query: Query, reference_date: date) -> str:
     return hashlib.sha256(f"{query!r}|{reference_date.isoformat()}".encode()).hexdigest()
 
 
-def cohort_rows(db: Database, query: Query, reference_date: date) -> list[Member]:
-    """The members with what breakdowns and consent need (inside the DIC only)."""
-    compiled = compile_query(query, reference_date)
+def cohort_rows(db: Database, query: Query, reference_date: date, *, index_date: bool = True) -> list[Member]:
+    """The members with what breakdowns and consent need (inside the DIC only); a count does not
+    need their index dates (then never computed)."""
+    compiled = compile_query(query, reference_date, index_date=index_date)
     cohort = compiled.select.subquery("c")
     select = (exp.select(column("patient_key", "c"), column("index_date", "c"), column("gender", "p"),
                          column("birth_date", "p"), column("managing_organization_key", "p"))
@@ -121,7 +122,7 @@ def count_cohort(db: Database, query: Query, reference_date: date, *, rules: Any
     unknown = sorted(set(breakdowns) - set(BREAKDOWNS))
     if unknown:
         raise InputError(f"unknown breakdown(s) {', '.join(unknown)}; known: {', '.join(BREAKDOWNS)}")
-    members = cohort_rows(db, query, reference_date)
+    members = cohort_rows(db, query, reference_date, index_date=False)
     keys = [m.patient_key for m in members]
     whole = fingerprint(keys)
     released = release_count(len(keys), whole, rules, secret)

@@ -15,6 +15,6 @@ from dic.engines import Database
 
 def cohort_patients(db: Database, query: Query, reference_date: date) -> list[str]:
     """Patient keys of the cohort, sorted."""
-    compiled = compile_query(query, reference_date)
+    compiled = compile_query(query, reference_date, index_date=False)
     rows = db.fetch(compiled.select, "cohort patients").rows
     return sorted(str(row[0]) for row in rows)
