@@ -87,7 +87,7 @@ def test_keys_issue_list_revoke(dic: Dic, trust: dict) -> None:
         ("his@site-a", "source", None, None), ("study@uni", "project", "heart-study", None)]
     key_id = issued["key"].split("_")[1]
     assert listed[0]["key_id"] == key_id
-    assert issued["key"].split("_")[2] not in dic("trust", "--trust", folder, "keys", "list").stdout
+    assert issued["key"].split("_", 2)[2] not in dic("trust", "--trust", folder, "keys", "list").stdout
     dic("trust", "--trust", folder, "keys", "revoke", key_id)
     assert as_json(dic("--json", "trust", "--trust", folder, "keys", "list"))[0]["revoked_at"] is not None
     again = dic("trust", "--trust", folder, "keys", "revoke", key_id, check=False)
