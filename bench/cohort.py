@@ -16,12 +16,17 @@ Preparation (cached under --work, so reruns skip it; each step prints its second
    real world of that size: the copies repeat the same values (dates, codes, value
    distributions), so each cohort is exactly k times the base cohort.
 4. PostgreSQL (a throwaway cluster under --work started with the Debian binaries, or --pg-url):
-   the view tables of each size are copied from DuckDB, with an index on each *_key column.
+   the view tables of the --postgres-sizes are copied from DuckDB; no indexes, as the materializer
+   makes none, unless --postgres-indexes (a B-tree per code column and patient key).
+
+Only the views the compiled queries read are replicated and copied (sizes and time: a quarter less).
 
 Timing: each query is compiled once (`dic.cohort.parse_ccdl`, `compile_query`), then its count
-(`SELECT count(*) FROM (<cohort select>)`) runs once to warm up and --repeat times timed. Prints
-one line per (engine, size, query) and a summary per engine and size: median and p95 over the
-queries' medians, the slowest query, and the 1M/100k (largest/smallest) ratio; then peak RSS.
+(`SELECT count(*) FROM (<cohort select>)`) runs once to warm up and --repeat times timed, then
+`EXPLAIN` once (planning alone). Prints one line per (engine, size, query) and a summary per
+engine and size: median, p95 (nearest rank) and max over the queries' medians, the slowest query;
+the largest/smallest size ratio; checks that replicated cohorts grow by exactly the factor and that
+the engines agree; peak RSS.
 A benchmark, not a test: it asserts nothing.
 """
 
@@ -282,12 +287,19 @@ def start_postgres(work: Path) -> tuple[str, list[str]]:
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
 
 
-def prepare_postgres(admin_url: str, duckdb_path: Path, size: int, work: Path, read: set[str]) -> str:
+def is_indexed_column(name: str) -> bool:
+    """With --postgres-indexes: the code columns the cohort SQL filters on, and the patient key it joins on."""
+    return name in ("code", "patient_key", "resource_key") or name.endswith("_code")
+
+
+def prepare_postgres(admin_url: str, duckdb_path: Path, size: int, work: Path, read: set[str],
+                     indexes: bool = False) -> str:
     """The view tables and views of one DuckDB database copied into PostgreSQL database dic_bench_<size>
-    (CSV out of DuckDB, COPY into PostgreSQL, ANALYZE). No indexes: the materializer creates none."""
+    (CSV out of DuckDB, COPY into PostgreSQL, ANALYZE). No indexes (the materializer creates none),
+    unless `indexes`: then a B-tree per `is_indexed_column`, in database dic_bench_<size>_indexed."""
     import psycopg
 
-    name = f"dic_bench_{size}"
+    name = f"dic_bench_{size}" + ("_indexed" if indexes else "")
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     source = connect(Engine.duckdb, duckdb_path, read_only=True)
     try:
@@ -325,6 +337,8 @@ def prepare_postgres(admin_url: str, duckdb_path: Path, size: int, work: Path, r
                     while chunk := f.read(1 << 20):
                         copy.write(chunk)
                 rows += conn.execute(f'SELECT count(*) FROM "{view_table}"').fetchone()[0]
+                for column_name in [c for c, *_ in described if indexes and is_indexed_column(c)]:
+                    conn.execute(f'CREATE INDEX ON "{view_table}" ("{column_name}")')
                 conn.execute(f'ANALYZE "{view_table}"')
             csv.unlink(missing_ok=True)
             for _, sql in chosen_views(source, tables):
@@ -438,6 +452,8 @@ def main() -> None:
                                                        "throwaway cluster under --work)")
     parser.add_argument("--postgres-sizes", default="", help="sizes to run on PostgreSQL (default: the smallest; "
                                                               "each is copied into its own database)")
+    parser.add_argument("--postgres-indexes", action="store_true",
+                        help="PostgreSQL with a B-tree on each code column and patient key (see is_indexed_column)")
     parser.add_argument("--prepare-only", action="store_true", help="build the cached databases, run no query")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 patients, sizes 2,000 and 20,000")
     args = parser.parse_args()
@@ -474,7 +490,8 @@ def main() -> None:
             if admin_url is None:
                 admin_url, stop_postgres = start_postgres(args.work)
                 say(f"postgres: local cluster under {args.work / 'pg'} ({', '.join(f'{k}={v}' for k, v in PG_SETTINGS.items())})")
-            urls = {s: prepare_postgres(admin_url, duckdb_paths[s], s, args.work, read) for s in pg_sizes}
+            urls = {s: prepare_postgres(admin_url, duckdb_paths[s], s, args.work, read, args.postgres_indexes)
+                    for s in pg_sizes}
         if args.prepare_only:
             return
         per_query: dict[tuple[str, int], dict[str, dict]] = {}
@@ -482,11 +499,12 @@ def main() -> None:
             for size in pg_sizes if engine is Engine.postgres else sizes:
                 db = connect(engine, duckdb_paths[size] if engine is Engine.duckdb else urls[size], read_only=True)
                 try:
-                    label = f"{engine!s:8s} {size:>9,}"
+                    variant = f"{engine}{'+indexes' if engine is Engine.postgres and args.postgres_indexes else ''}"
+                    label = f"{variant:8s} {size:>9,}"
                     results = time_queries(db, queries, args.repeat, label)
                 finally:
                     db.close()
-                per_query[(str(engine), size)] = {r["name"]: r for r in results}
+                per_query[(variant, size)] = {r["name"]: r for r in results}
                 summarize(label.strip(), results)
         compare(per_query)
         say(f"peak RSS of this process: {peak_rss_mb():,.0f} MB (PostgreSQL's server processes not included)")
